@@ -1,0 +1,65 @@
+"""Flags of CausalGAN (the DCGAN-based image model with a labeler and an anti-labeler)."""
+
+from config import new_parser, parse_group, positive_int, str2bool
+
+parser = new_parser("CausalGAN flags (--model_type dcgan).")
+
+net_arg = parser.add_argument_group("Network")
+net_arg.add_argument("--batch_size", type=positive_int, default=64,
+                     help="Examples per replica and step.")
+net_arg.add_argument("--label_specific_noise", type=str2bool, default=False,
+                     help="Not implemented in the reference; must stay False.")
+net_arg.add_argument("--fakeLabels_distribution", type=str, default="real_joint",
+                     choices=["real_joint", "iid_uniform"],
+                     help="Listed by the reference; has no effect.")
+net_arg.add_argument("--label_type", type=str, default="continuous",
+                     choices=["discrete", "continuous"],
+                     help="discrete: labels map to {0.3, 0.7}; continuous: plus noise.")
+net_arg.add_argument("--round_fake_labels", type=str2bool, default=True,
+                     help="Round the controller's labels before use.")
+net_arg.add_argument("--type_input_to_generator", type=str, default="logits",
+                     choices=["labels", "logits"],
+                     help="Feed the generator the (noisy) labels or their logits.")
+net_arg.add_argument("--df_dim", type=positive_int, default=64,
+                     help="Discriminator width.")
+net_arg.add_argument("--gf_dim", type=positive_int, default=64,
+                     help="Generator width (also the output side).")
+net_arg.add_argument("--c_dim", type=positive_int, default=3,
+                     help="Colour channels of the images.")
+net_arg.add_argument("--z_dim", type=positive_int, default=100,
+                     help="Size of the generator's image noise.")
+net_arg.add_argument("--loss_function", type=int, default=1, choices=range(6),
+                     help="Generator loss variant 0..5.")
+net_arg.add_argument("--critic_hidden_size", type=positive_int, default=10,
+                     help="Width of the label critic.")
+net_arg.add_argument("--reconstr_loss", type=str2bool, default=False,
+                     help="Add the z-reconstruction term to the generator loss.")
+net_arg.add_argument("--stab_proj", type=str2bool, default=False,
+                     help="Fixed random projections as the first discriminator layer.")
+net_arg.add_argument("--n_stab_proj", type=positive_int, default=256,
+                     help="Number of those projections.")
+
+train_arg = parser.add_argument_group("Training")
+train_arg.add_argument("--num_iter", type=positive_int, default=100000,
+                       help="Training iterations.")
+train_arg.add_argument("--learning_rate", type=float, default=0.0002,
+                       help="Adam learning rate of every network.")
+train_arg.add_argument("--beta1", type=float, default=0.5,
+                       help="Adam beta1.")
+train_arg.add_argument("--off_label_losses", type=str2bool, default=False,
+                       help="The generator loss is the GAN loss alone.")
+train_arg.add_argument("--pretrain_LabelerR", type=str2bool, default=False,
+                       help="Train only the labeler first.")
+train_arg.add_argument("--pretrain_LabelerR_no_of_iters", type=positive_int, default=15000,
+                       help="Iterations of that labeler-only phase.")
+for _name, _default in (("lambda_m", 0.05), ("lambda_k", 0.05), ("lambda_l", 0.001),
+                        ("gamma_m", -1.0), ("gamma_k", -1.0), ("gamma_l", -1.0)):
+    train_arg.add_argument(f"--{_name}", type=float, default=_default,
+                           help="Legacy, unused (kept for the reference's command lines).")
+train_arg.add_argument("--tau", type=float, default=3000,
+                       help="k_t decays by 1/e every tau updates.")
+
+
+def get_config(argv=None):
+    """CausalGAN's flags of a command line: (namespace, unparsed words)."""
+    return parse_group(parser, argv)

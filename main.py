@@ -1,0 +1,254 @@
+"""Train CausalGAN / CausalBEGAN: parse every flag group, build the Trainer, pretrain and/or train.
+
+    python main.py --causal_model big_causal_graph --dataset toyfaces --is_pretrain True
+    python main.py --causal_model big_causal_graph --is_pretrain True --model_type began --is_train True
+    python main.py --load_path logs/<run>          # resume a run where it stopped
+
+Under IPython, ``%run main.py ...`` leaves ``trainer``, ``cc`` and ``model`` in the namespace.
+"""
+
+import difflib
+import logging
+import random
+import sys
+from collections import Counter
+
+import causal_began.config as began_flags
+import causal_controller.config as cc_flags
+import causal_dcgan.config as dcgan_flags
+import config as generic_flags
+from causal_graph import get_causal_graph, validate_graph
+from errors import UserError
+from utils import (
+    copy_code,
+    load_configs,
+    new_run_dir,
+    remove_run_dir,
+    resolve_run_dir,
+    save_configs,
+    setup_logging,
+)
+
+log = logging.getLogger("main")
+
+# Every flag group, in the order --help shows them.
+FLAG_GROUPS = {
+    "config": generic_flags,
+    "cc_config": cc_flags,
+    "dcgan_config": dcgan_flags,
+    "began_config": began_flags,
+}
+# Flags that say what to do now; a resumed run takes them from the new command line only.
+ACTION_FLAGS = {"load_path", "pt_load_path", "dry_run"}
+# Flags that shape the networks; they cannot change when a run is resumed.
+ARCHITECTURE_FLAGS = {
+    "causal_model", "model_type", "input_scale_size", "is_crop", "grayscale",
+    "cc_n_layers", "cc_n_hidden", "critic_layers", "critic_hidden_size", "pt_factorized",
+    "c_dim", "conv_hidden_num", "separate_labeler", "z_dim", "z_num",
+    "df_dim", "gf_dim", "label_type", "type_input_to_generator", "stab_proj", "n_stab_proj",
+    "label_specific_noise",
+}
+
+
+def full_help():
+    """Help text of all four flag groups."""
+    parts = [f"usage: {generic_flags.USAGE}", "", __doc__.strip(), "",
+             "Boolean flags take a word: true/false, 1/0, yes/no (any case).", ""]
+    for module in FLAG_GROUPS.values():
+        text = module.parser.format_help()
+        parts.append(text.split("\n\n", 1)[1] if text.startswith("usage:") else text)
+    return "\n".join(parts)
+
+
+def known_options():
+    """Every option string that some flag group defines."""
+    return sorted({option for module in FLAG_GROUPS.values()
+                   for action in module.parser._actions for option in action.option_strings})
+
+
+def usage_error(message):
+    """Print an argparse-style error and exit with code 2."""
+    print(f"usage: {generic_flags.USAGE}\nmain.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_unknown(unparsed_by_group):
+    """Words that no group understood: an error naming them, with the closest real flag."""
+    common = None
+    for unparsed in unparsed_by_group:
+        common = Counter(unparsed) if common is None else common & Counter(unparsed)
+    unknown = [word for word in unparsed_by_group[0] if common[word] > 0]
+    if not unknown:
+        return
+    word = unknown[0].split("=", 1)[0]
+    if word.startswith("-"):
+        close = difflib.get_close_matches(word, known_options(), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; see python main.py --help"
+        usage_error(f"unrecognized flag {word}{hint}")
+    usage_error(f"unexpected word {word!r} (flags take the form --name value)")
+
+
+def explicit_flags(argv):
+    """Destinations of the flags written on the command line."""
+    return {word.split("=", 1)[0].lstrip("-") for word in argv if word.startswith("--")}
+
+
+def parse_flags(argv=None):
+    """Parse every flag group of one command line: {group name: Namespace}."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(full_help())
+        sys.exit(0)
+    groups, unparsed = {}, []
+    for name, module in FLAG_GROUPS.items():
+        groups[name], rest = module.get_config(argv)
+        unparsed.append(rest)
+    check_unknown(unparsed)
+    groups["dcgan_config"].is_train = groups["began_config"].is_train
+    return groups
+
+
+def restore_flags(groups, argv):
+    """For --load_path: take the run's saved flags, keeping explicit schedule/logging flags.
+
+    Returns the run folder and its saved graph (or None for runs saved without one).
+    """
+    run_dir = resolve_run_dir(groups["config"].load_path)
+    saved, saved_graph = load_configs(run_dir)
+    explicit = explicit_flags(argv)
+    for group, namespace in groups.items():
+        for key, saved_value in saved[group].items():
+            if key in ACTION_FLAGS or key == "model_dir":
+                continue
+            if key not in explicit:
+                setattr(namespace, key, saved_value)
+            elif key in ARCHITECTURE_FLAGS and getattr(namespace, key, None) != saved_value:
+                raise UserError(
+                    f"--{key} {getattr(namespace, key)!r} conflicts with {saved_value!r} saved "
+                    f"in {run_dir}: the architecture of a resumed run cannot change. Drop "
+                    f"--{key}, or start a new run and load only its controller with "
+                    "--pt_load_path")
+    return run_dir, saved_graph
+
+
+def resolve_model(groups):
+    """Pick the image model's flags and batch size from --model_type, as the reference did."""
+    config, cc_config = groups["config"], groups["cc_config"]
+    config = generic_flags.gpu_logic(config)
+    if config.model_type == "began":
+        model_config = groups["began_config"]
+    elif config.model_type == "dcgan":
+        model_config = groups["dcgan_config"]
+    else:
+        model_config = None
+        if groups["began_config"].is_train:
+            raise UserError("--is_train True needs an image model: add --model_type began "
+                            "(CausalBEGAN) or --model_type dcgan (CausalGAN)")
+    if model_config is not None:
+        size = config.input_scale_size
+        if size < 8 or size & (size - 1):
+            raise UserError(f"--input_scale_size {size} must be a power of two >= 8 "
+                            "(8, 16, 32, 64, 128...)")
+        if getattr(model_config, "label_specific_noise", False):
+            raise UserError("--label_specific_noise True is not implemented (nor was it in "
+                            "the reference); leave it False")
+        cc_config.batch_size = model_config.batch_size
+    config.batch_size = cc_config.batch_size
+    return model_config
+
+
+def seed_everything(seed):
+    """Seed Python, numpy and TensorFlow."""
+    import numpy as np
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+
+
+def get_trainer(argv=None):
+    """Parse the command line, validate it, create (or reopen) the run folder, build the Trainer.
+
+    Nothing is written before the flags and the graph are valid, and a new run folder is
+    removed again when building the Trainer fails.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    groups = parse_flags(argv)
+    config, cc_config = groups["config"], groups["cc_config"]
+    setup_logging(config.log_level)
+    resumed_graph = None
+    if config.load_path:
+        run_dir, resumed_graph = restore_flags(groups, argv)
+    model_config = resolve_model(groups)
+    if resumed_graph is not None:
+        graph = validate_graph(resumed_graph, source=f"the graph saved in {run_dir}")
+    else:
+        graph = get_causal_graph(config.causal_model)
+    if cc_config.pt_load_path and config.load_path:
+        raise UserError("give either --load_path (a whole run) or --pt_load_path (a "
+                        "controller alone), not both")
+
+    created = None
+    if config.load_path:
+        config.model_dir = str(run_dir)
+    else:
+        created = new_run_dir(config.log_dir, config.dataset, config.descrip)
+        config.model_dir = str(created)
+    try:
+        seed_everything(config.seed)
+        from trainer import Trainer
+
+        trainer = Trainer(config, cc_config, model_config, graph)
+        if created is not None:
+            save_configs(created, groups, graph)
+            copy_code(created)
+    except BaseException:
+        if created is not None:
+            remove_run_dir(created)
+        raise
+    log.info("run folder: %s", config.model_dir)
+    return trainer
+
+
+def main(trainer):
+    """Pretrain and/or train as the flags ask."""
+    if trainer.config.dry_run:
+        log.info("dry run: everything is built and loaded, nothing is trained")
+        return
+    did_something = False
+    if trainer.cc_config.is_pretrain:
+        trainer.pretrain_loop()
+        did_something = True
+    if trainer.model_config is not None and trainer.model_config.is_train:
+        trainer.train_loop()
+        did_something = True
+    if not did_something:
+        log.info("nothing to train: add --is_pretrain True (controller) and/or "
+                 "--model_type began --is_train True (image model)")
+
+
+def run(argv=None):
+    """Command-line entry point: exit code 0 on success, 2 on a user error."""
+    try:
+        trainer = get_trainer(argv)
+        main(trainer)
+    except UserError as err:
+        print(f"main.py: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("main.py: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    if "IPython" in sys.modules and hasattr(sys.modules["IPython"], "get_ipython") \
+            and sys.modules["IPython"].get_ipython() is not None:
+        # %run main.py ...: leave the trainer and its parts in the namespace.
+        trainer = get_trainer()
+        cc = trainer.cc
+        model = trainer.model
+        main(trainer)
+    else:
+        sys.exit(run())
