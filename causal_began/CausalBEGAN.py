@@ -328,7 +328,7 @@ class CausalBEGAN(tf.Module):
             ext.update(var, lambda v, b, lam=lam: v.assign(update_margin(v, lam, b)),
                        args=(bal,), group=False)
         ext.update(self.step, lambda v: v.assign_add(1), group=False)
-        new_step = self.step + 1
+        new_step = tf.identity(self.step)  # read after the increment above
         every = tf.constant(int(cfg.lr_update_step), tf.int64)
 
         def halve(v, s):
