@@ -167,7 +167,9 @@ class ToyFacesSCM:
                 probs *= np.where(value == 1, p, 1.0 - p)
         return states, probs
 
-    def prob(self, target: Mapping, given: Mapping | None = None, do: Mapping | None = None) -> float:
+    def prob(
+        self, target: Mapping, given: Mapping | None = None, do: Mapping | None = None
+    ) -> float:
         """Exact P(target | given) in the model under ``do``, by enumeration."""
         target = self._check_assignment(target, "target")
         given = self._check_assignment(given, "given")
@@ -218,7 +220,14 @@ CROP = 108  # the centred window the loaders crop
 CROP_LEFT, CROP_TOP = (WIDTH - CROP) // 2, (HEIGHT - CROP) // 2  # 35, 55
 JPEG_QUALITY = 90
 
-_YOUNG_HAIR = [(28, 22, 18), (60, 40, 25), (95, 60, 30), (130, 85, 40), (205, 165, 85), (225, 190, 110)]
+_YOUNG_HAIR = [
+    (28, 22, 18),
+    (60, 40, 25),
+    (95, 60, 30),
+    (130, 85, 40),
+    (205, 165, 85),
+    (225, 190, 110),
+]
 _LIPSTICK = np.array([210, 20, 45])
 _DARK = (25, 20, 18)
 
@@ -551,7 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     elapsed = time.perf_counter() - start
-    log.info("wrote %d images to %s in %.1f s (%.0f images/s)", args.n, out, elapsed, args.n / elapsed)
+    log.info(
+        "wrote %d images to %s in %.1f s (%.0f images/s)", args.n, out, elapsed, args.n / elapsed
+    )
     return 0
 
 

@@ -1,0 +1,509 @@
+"""CelebA-format datasets: the attribute table and the tf.data input pipelines.
+
+A dataset folder holds ``images/`` and one attribute file, ``list_attr_celeba.txt``
+(line 1 the image count, line 2 the attribute names, then ``file v1 ... vk`` with
+values +1/-1) or ``list_attr_celeba.csv`` (``image_id`` column, then one column per
+attribute, values +1/-1 or 0/1). Labels are handed on as 0/1.
+
+Two pipelines:
+
+* ``label_dataset``: shuffled batches of label vectors for the causal controller;
+  needs no images.
+* ``image_dataset``: shuffled batches of (image, labels): decode, centre-crop 108x108,
+  resize, random left-right flip, values in [0, 255]. The order and the flips follow
+  the seed. A file that cannot be read or decoded is skipped with one warning naming it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from errors import UserError
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTE_FILES = ("list_attr_celeba.txt", "list_attr_celeba.csv")
+CROP_SIZE = 108
+TOYFACES_DEFAULT_N = 20000
+RESIZE_METHODS = {
+    "AREA": tf.image.ResizeMethod.AREA,
+    "BILINEAR": tf.image.ResizeMethod.BILINEAR,
+    "BICUBIC": tf.image.ResizeMethod.BICUBIC,
+    "NEAREST_NEIGHBOR": tf.image.ResizeMethod.NEAREST_NEIGHBOR,
+}
+CELEBA_STEPS = (
+    "To prepare CelebA: download img_align_celeba.zip and list_attr_celeba.txt by hand "
+    "from the 'Large-scale CelebFaces Attributes (CelebA) Dataset' page (Google Drive "
+    "links there), then run\n"
+    "    python download.py --source PATH/img_align_celeba.zip "
+    "--source PATH/list_attr_celeba.txt --data_dir {data_dir}\n"
+    "Or train on the bundled synthetic faces with --dataset toyfaces (rendered "
+    "automatically on first use)."
+)
+
+
+# --------------------------------------------------------------------------------------
+# The attribute file
+# --------------------------------------------------------------------------------------
+
+
+def read_attributes(path) -> pd.DataFrame:
+    """Read a CelebA attribute file (.txt or .csv) into a 0/1 int8 table.
+
+    Rows are indexed by image file name (index name ``image_id``), one column per
+    attribute in file order. Raises ``UserError`` naming the line of a malformed row
+    (wrong number of fields, a value other than +1/-1 (0/1 also allowed in CSV), a file
+    name seen twice); a count line that disagrees with the rows present only warns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"Attribute file {path} does not exist. Give the path of list_attr_celeba.txt "
+            "(or .csv), or prepare the dataset first (see download.py --help)."
+        )
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
+    return _read_txt(path)
+
+
+def _read_txt(path: Path) -> pd.DataFrame:
+    with open(path) as f:
+        first = f.readline().split()
+        second = f.readline().split()
+        third = f.readline().split()
+    count = None
+    if len(first) == 1 and first[0].lstrip("+-").isdigit():
+        count, names, skip = int(first[0]), second, 2
+        first_data = third
+    else:  # no count line: the names come first
+        names, skip, first_data = first, 1, second
+    if first_data and len(first_data) == len(names) and len(names) > 1:
+        names = names[1:]  # the header names the file column too (e.g. "image_id")
+    header_line = skip
+    if not names:
+        raise UserError(
+            f"{path}: line {header_line} should list the attribute names but is empty. "
+            "Fix the file: line 1 the image count, line 2 the names."
+        )
+    _check_names(path, names, header_line)
+    try:
+        raw = pd.read_csv(
+            path,
+            sep=r"\s+",
+            header=None,
+            skiprows=skip,
+            names=["image_id", *names],
+            index_col=False,
+            dtype={"image_id": str},
+            engine="c",
+        )
+    except (pd.errors.ParserError, ValueError):
+        raise UserError(_diagnose(path, names, skip, None, {-1, 1})) from None
+    table = _validate(path, raw, names, skip, None, allow_zero=False)
+    if count is not None and count != len(table):
+        log.warning(
+            "%s: line 1 says %d images but %d rows follow; using the %d rows present.",
+            path,
+            count,
+            len(table),
+            len(table),
+        )
+    return table
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    with open(path) as f:
+        header = [h.strip() for h in f.readline().rstrip("\r\n").split(",")]
+    if len(header) < 2:
+        raise UserError(
+            f"{path}: line 1 should be 'image_id,<attribute names...>' but has "
+            f"{len(header)} column(s). Fix the header line."
+        )
+    names = header[1:]
+    _check_names(path, names, 1)
+    try:
+        raw = pd.read_csv(
+            path,
+            header=None,
+            skiprows=1,
+            names=["image_id", *names],
+            index_col=False,
+            dtype={"image_id": str},
+            skipinitialspace=True,
+            engine="c",
+        )
+    except (pd.errors.ParserError, ValueError):
+        raise UserError(_diagnose(path, names, 1, ",", {-1, 0, 1})) from None
+    return _validate(path, raw, names, 1, ",", allow_zero=True)
+
+
+def _check_names(path: Path, names: list[str], line: int) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise UserError(
+                f"{path}: line {line} names the attribute {name!r} twice. "
+                "Each attribute must have one column; fix the header line."
+            )
+        seen.add(name)
+
+
+def _validate(
+    path: Path, raw: pd.DataFrame, names: list[str], skip: int, sep, allow_zero: bool
+) -> pd.DataFrame:
+    """Vectorised checks; on any problem the slow line-by-line diagnosis names it."""
+    allowed = {-1, 0, 1} if allow_zero else {-1, 1}
+    if len(raw) == 0:
+        raise UserError(f"{path} has no data rows. Give a complete attribute file.")
+    values_df = raw[names]
+    ok = all(pd.api.types.is_integer_dtype(t) for t in values_df.dtypes)
+    ok = ok and raw["image_id"].notna().all()
+    if ok:
+        values = values_df.to_numpy()
+        if allow_zero:
+            ok = bool(np.isin(values, (-1, 0, 1)).all())
+            ok = ok and not ((values == -1).any() and (values == 0).any())
+        else:
+            ok = bool(((values == 1) | (values == -1)).all())
+    ok = ok and not raw["image_id"].duplicated().any()
+    if not ok:
+        raise UserError(_diagnose(path, names, skip, sep, allowed))
+    index = pd.Index(raw["image_id"].to_numpy(), name="image_id")
+    return pd.DataFrame((values > 0).astype(np.int8), index=index, columns=list(names))
+
+
+def _diagnose(path: Path, names: list[str], skip: int, sep, allowed: set[int]) -> str:
+    """Find the first malformed line of an attribute file and describe it."""
+    expected = len(names) + 1
+    seen: dict[str, int] = {}
+    first_minus = first_zero = None
+    if allowed == {-1, 1}:
+        allowed_text = "+1 or -1"
+    else:
+        allowed_text = "+1/-1 or 1/0"
+    with open(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if lineno <= skip or not line.strip():
+                continue
+            fields = [t.strip() for t in line.split(sep)] if sep else line.split()
+            if len(fields) != expected:
+                return (
+                    f"{path}, line {lineno}: {len(fields)} fields, expected {expected} "
+                    f"(a file name and {len(names)} attribute values). Fix or delete that "
+                    "line."
+                )
+            for name, text in zip(names, fields[1:], strict=True):
+                try:
+                    value = int(text)
+                except ValueError:
+                    value = None
+                if value not in allowed:
+                    return (
+                        f"{path}, line {lineno}: attribute {name} has the value {text!r}; "
+                        f"values must be {allowed_text}. Fix that line."
+                    )
+                if value == -1 and first_minus is None:
+                    first_minus = lineno
+                if value == 0 and first_zero is None:
+                    first_zero = lineno
+            if first_minus is not None and first_zero is not None:
+                return (
+                    f"{path} mixes the +1/-1 and 1/0 conventions (line {first_minus} has "
+                    f"-1, line {first_zero} has 0). Use one convention throughout."
+                )
+            if fields[0] in seen:
+                return (
+                    f"{path}, line {lineno}: the file name {fields[0]} appears again (first "
+                    f"on line {seen[fields[0]]}). Each image must have one row; delete the "
+                    "duplicate."
+                )
+            seen[fields[0]] = lineno
+    return f"{path} could not be read as a CelebA attribute file. Check its format."
+
+
+def find_attribute_file(dataset_dir) -> Path:
+    """The attribute file of a dataset folder (also looked for under ``Anno/``)."""
+    dataset_dir = Path(dataset_dir)
+    for folder in (dataset_dir, dataset_dir / "Anno"):
+        for name in ATTRIBUTE_FILES:
+            if (folder / name).is_file():
+                return folder / name
+    raise UserError(
+        f"No attribute file in {dataset_dir}: expected {' or '.join(ATTRIBUTE_FILES)} there "
+        "(or in its Anno/ folder). Put the dataset's attribute file there, or prepare "
+        "CelebA with download.py."
+    )
+
+
+def check_labels(attr_df: pd.DataFrame, label_names: Sequence[str]) -> None:
+    """Raise ``UserError`` if a graph label is not a column of the attribute table."""
+    available = list(attr_df.columns)
+    missing = [name for name in label_names if name not in attr_df.columns]
+    if not missing:
+        return
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, available, n=1)
+        if close:
+            hints.append(f"{name} -> {close[0]}?")
+    hint = f" Did you mean: {', '.join(hints)}" if hints else ""
+    raise UserError(
+        f"The causal graph uses label(s) the attribute file does not have: "
+        f"{', '.join(missing)}.{hint} Available: {', '.join(available)}. Rename the graph's "
+        "nodes to match (names are case-sensitive) or choose another dataset."
+    )
+
+
+def resolve_dataset_dir(data_dir, dataset: str, seed: int = 0) -> Path:
+    """``data_dir/dataset``, rendering the toy faces there on first use."""
+    folder = Path(data_dir) / dataset
+    if dataset == "toyfaces":
+        try:
+            find_attribute_file(folder)
+        except UserError:
+            import toy_faces
+
+            log.info(
+                "Dataset %s not found: rendering the toy faces (%d images, seed %d) once.",
+                folder,
+                TOYFACES_DEFAULT_N,
+                seed,
+            )
+            toy_faces.render_dataset(folder, n=TOYFACES_DEFAULT_N, seed=seed)
+        return folder
+    if not folder.is_dir():
+        if dataset == "celebA":
+            raise UserError(
+                f"Dataset folder {folder} does not exist. " + CELEBA_STEPS.format(data_dir=data_dir)
+            )
+        raise UserError(
+            f"Dataset folder {folder} does not exist. Create it with the images in "
+            f"{folder / 'images'} and list_attr_celeba.txt in {folder}, or use "
+            "--dataset celebA (prepared by download.py) or --dataset toyfaces."
+        )
+    try:
+        find_attribute_file(folder)
+    except UserError as err:
+        steps = CELEBA_STEPS.format(data_dir=data_dir) if dataset == "celebA" else ""
+        raise UserError(f"{err} {steps}".strip()) from None
+    return folder
+
+
+def check_images(dataset_dir, attr_df: pd.DataFrame) -> None:
+    """Raise ``UserError`` if some rows' images are missing from ``dataset_dir/images``."""
+    folder = Path(dataset_dir) / "images"
+    if not folder.is_dir():
+        raise UserError(
+            f"Image folder {folder} does not exist. Put the dataset's images there "
+            "(download.py does this for CelebA)."
+        )
+    with os.scandir(folder) as entries:
+        present = {entry.name for entry in entries}
+    missing = attr_df.index[~attr_df.index.isin(present)]
+    if len(missing):
+        raise UserError(
+            f"{len(missing)} of the {len(attr_df)} images listed in the attribute file are "
+            f"missing from {folder} (for example {missing[0]}). Copy the missing images "
+            "there, or remove their rows from the attribute file."
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Pipelines
+# --------------------------------------------------------------------------------------
+
+
+def _pick_seed(seed) -> int:
+    if seed is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    return int(seed)
+
+
+def _epoch_order(n: int, seed: int, epoch, shuffle: bool) -> tf.Tensor:
+    """Row indices of one epoch: a permutation fixed by (seed, epoch), or 0..n-1."""
+    indices = tf.range(n, dtype=tf.int64)
+    if not shuffle:
+        return indices
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(indices, seed=key)
+
+
+def _label_table(attr_df: pd.DataFrame, label_names: Sequence[str]) -> np.ndarray:
+    check_labels(attr_df, label_names)
+    if len(attr_df) == 0:
+        raise UserError("The attribute table is empty; there is nothing to train on.")
+    return attr_df[list(label_names)].to_numpy(dtype=np.float32)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if int(batch_size) < 1:
+        raise UserError(f"--batch_size must be at least 1, got {batch_size}.")
+
+
+def label_dataset(
+    attr_df: pd.DataFrame,
+    label_names: Sequence[str],
+    batch_size: int,
+    seed=None,
+    shuffle: bool = True,
+) -> tf.data.Dataset:
+    """An endless stream of float32 label batches ``[batch_size, len(label_names)]``.
+
+    Each epoch is a fresh full-table permutation (fixed by the seed); its rows are cut
+    into whole batches in one vectorised gather, the leftover rows of the epoch being
+    dropped. Needs no images.
+    """
+    _check_batch_size(batch_size)
+    table = _label_table(attr_df, label_names)
+    n, k = table.shape
+    seed = _pick_seed(seed)
+    reps = -(-batch_size // n)  # tables smaller than a batch: join several epochs
+    n_batches = (reps * n) // batch_size
+    table_t = tf.constant(table)
+
+    def epoch_batches(epoch):
+        order = tf.concat(
+            [_epoch_order(n, seed, epoch * reps + r, shuffle) for r in range(reps)], axis=0
+        )
+        rows = tf.gather(table_t, order[: n_batches * batch_size])
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(rows, [n_batches, batch_size, k]))
+
+    ds = tf.data.Dataset.counter().flat_map(epoch_batches)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _decode(data: tf.Tensor, is_crop: bool) -> tf.Tensor:
+    """uint8 [h, w, 3]: JPEGs decode only the crop window; anything else decodes whole."""
+
+    def window(height, width):
+        ch, cw = tf.minimum(CROP_SIZE, height), tf.minimum(CROP_SIZE, width)
+        return (height - ch) // 2, (width - cw) // 2, ch, cw
+
+    def jpeg():
+        if not is_crop:
+            return tf.io.decode_jpeg(data, channels=3)
+        shape = tf.image.extract_jpeg_shape(data)
+        top, left, ch, cw = window(shape[0], shape[1])
+        return tf.image.decode_and_crop_jpeg(data, tf.stack([top, left, ch, cw]), channels=3)
+
+    def other():
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        if not is_crop:
+            return image
+        shape = tf.shape(image)
+        top, left, ch, cw = window(shape[0], shape[1])
+        return image[top : top + ch, left : left + cw]
+
+    is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
+    image = tf.cond(is_jpeg, jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def image_dataset(
+    dataset_dir,
+    attr_df: pd.DataFrame,
+    label_names: Sequence[str],
+    batch_size: int,
+    *,
+    scale_size: int = 64,
+    is_crop: bool = True,
+    resize_method: str = "AREA",
+    grayscale: bool = False,
+    num_worker: int = 24,
+    seed=None,
+    shuffle: bool = True,
+    flip: bool = True,
+    repeat: bool = True,
+) -> tf.data.Dataset:
+    """Batches of ``(images float32 [B, S, S, C] in [0, 255], labels float32 [B, n])``.
+
+    Images are read from ``dataset_dir/images/<index of attr_df>``. The order (one
+    permutation per epoch) and the flips are fixed by ``seed``. A file that cannot be
+    read or decoded is skipped; the first time, a warning names it.
+    """
+    _check_batch_size(batch_size)
+    method = RESIZE_METHODS.get(str(resize_method).upper())
+    if method is None:
+        raise UserError(
+            f"Unknown --resize_method {resize_method!r}; use one of {', '.join(RESIZE_METHODS)}."
+        )
+    if int(scale_size) < 1:
+        raise UserError(f"--input_scale_size must be a positive size, got {scale_size}.")
+    table = _label_table(attr_df, label_names)
+    n, k = table.shape
+    size, channels = int(scale_size), 1 if grayscale else 3
+    seed = _pick_seed(seed)
+    flip_seed = seed ^ 0x5DEECE66D
+    folder = Path(dataset_dir) / "images"
+    paths_np = np.array([str(folder / name) for name in attr_df.index])
+    paths, labels = tf.constant(paths_np), tf.constant(table)
+    parallel = max(1, min(int(num_worker), os.cpu_count() or 1))
+
+    def load(position, index):
+        image = _decode(tf.io.read_file(paths[index]), is_crop)
+        image = tf.image.resize(image, [size, size], method=method)
+        image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)
+        if grayscale:
+            image = tf.image.rgb_to_grayscale(image)
+        if flip:
+            key = tf.stack([tf.constant(flip_seed, tf.int64), position])
+            coin = tf.random.stateless_uniform([], seed=key)
+            image = tf.cond(coin < 0.5, lambda: tf.image.flip_left_right(image), lambda: image)
+        image.set_shape([size, size, channels])
+        return position, image, labels[index]
+
+    warned: set[str] = set()
+
+    def report_skipped(first, end):
+        # Positions first..end-1 vanished in ignore_errors: name their files once each.
+        for position in range(int(first), int(end)):
+            epoch, offset = divmod(position, n)
+            index = int(_epoch_order(n, seed, epoch, shuffle)[offset])
+            path = paths_np[index]
+            if path in warned:
+                continue
+            warned.add(path)
+            try:
+                _decode(tf.io.read_file(path), is_crop)
+                reason = "unknown error"
+            except (tf.errors.OpError, ValueError) as err:
+                reason = getattr(err, "message", str(err)).splitlines()[0]
+            log.warning("Skipped image %s: it cannot be read or decoded (%s).", path, reason)
+        return np.int64(0)
+
+    def track(expected, element):
+        position, image, label = element
+        report = tf.cond(
+            position > expected,
+            lambda: tf.py_function(report_skipped, [expected, position], tf.int64),
+            lambda: tf.constant(0, tf.int64),
+        )
+        return position + 1 + 0 * report, (position, image, label)
+
+    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+    ds = epochs.flat_map(
+        lambda e: tf.data.Dataset.from_tensor_slices(_epoch_order(n, seed, e, shuffle))
+    )
+    ds = ds.enumerate().map(load, num_parallel_calls=parallel, deterministic=True)
+    ds = ds.ignore_errors()
+    if not repeat:  # a sentinel lets a bad final file be reported too
+        ds = ds.concatenate(
+            tf.data.Dataset.from_tensors(
+                (tf.constant(n, tf.int64), tf.zeros([size, size, channels]), tf.zeros([k]))
+            )
+        )
+    ds = ds.scan(tf.constant(0, tf.int64), track)
+    if not repeat:
+        ds = ds.filter(lambda position, image, label: position < n)
+    ds = ds.map(lambda position, image, label: (image, label))
+    ds = ds.batch(int(batch_size), drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
