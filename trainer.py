@@ -47,7 +47,7 @@ FIXED_COUNT = 256  # individuals drawn once for all figures
 CHECKPOINTS_KEPT = 5
 KEEP_EVERY_HOURS = 2.0
 SIGTERM_EXIT = 128 + signal.SIGTERM
-JIT_COMPILE = True  # XLA for the train step (see benchmarks/bench_began.py)
+JIT_COMPILE = False  # XLA made the CPU step 3x slower (benchmarks/bench_began.py)
 
 
 # ----------------------------------------------------------------------------- devices
