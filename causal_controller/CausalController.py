@@ -165,12 +165,8 @@ class CausalController(tf.Module):
             input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64),
                              mask_spec, value_spec, mask_spec, value_spec],
             reduce_retracing=True)
-        self._sample_accepted_fn = tf.function(
-            self._sample_accepted,
-            input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64),
-                             mask_spec, value_spec, mask_spec, value_spec,
-                             mask_spec, tf.TensorSpec([n], tf.float32)],
-            reduce_retracing=True)
+        # samplers for conditioning, one per set of conditioned nodes (not checkpointed)
+        object.__setattr__(self, "_accepted_cache", {})
 
     # ------------------------------------------------------------------ access
     def __getattr__(self, attr: str):
@@ -205,13 +201,24 @@ class CausalController(tf.Module):
         labels enter their children as constants (factorized pretraining, where each node
         is trained by its own critic only). Returns (labels, logits) [B, n].
         """
-        labels: list[tf.Tensor] = []
-        logits: list[tf.Tensor] = []
-        for i, node in enumerate(self.nodes):
+        labels: dict[int, tf.Tensor] = {}
+        logits: dict[int, tf.Tensor] = {}
+        self._run_nodes(range(len(self.nodes)), lambda i: noise[i], labels, logits,
+                        label_mask, label_value, logit_mask, logit_value, stop_parent_gradients)
+        order = range(len(self.nodes))
+        return (tf.concat([labels[i] for i in order], axis=1),
+                tf.concat([logits[i] for i in order], axis=1))
+
+    def _run_nodes(self, indices, noise_of, labels: dict, logits: dict, label_mask=None,
+                   label_value=None, logit_mask=None, logit_value=None,
+                   stop_parent_gradients: bool = False) -> None:
+        """Compute the nodes ``indices`` (topological order) into labels/logits by index;
+        their parents must be in ``labels`` already or among ``indices`` earlier."""
+        for i in indices:
             parents = [labels[j] for j in self._parent_index[i]]
             if stop_parent_gradients:
                 parents = [tf.stop_gradient(p) for p in parents]
-            logit = node.logit(noise[i], parents)
+            logit = self.nodes[i].logit(noise_of(i), parents)
             if logit_mask is not None:
                 logit = tf.where(logit_mask[i] > 0.5, logit_value[:, i:i + 1], logit)
             label = tf.sigmoid(logit)
@@ -221,9 +228,8 @@ class CausalController(tf.Module):
                 label = tf.where(given, value, label)
                 clipped = tf.clip_by_value(value, _LOGIT_CLIP, 1.0 - _LOGIT_CLIP)
                 logit = tf.where(given, tf.math.log(clipped) - tf.math.log1p(-clipped), logit)
-            labels.append(label)
-            logits.append(logit)
-        return tf.concat(labels, axis=1), tf.concat(logits, axis=1)
+            labels[i] = label
+            logits[i] = logit
 
     def _sample_noise(self, noise, label_mask, label_value, logit_mask, logit_value):
         per_node = tf.unstack(noise, axis=1)
@@ -233,14 +239,48 @@ class CausalController(tf.Module):
         noise = [self._node_noise(batch_size, seed, i) for i in range(len(self.nodes))]
         return self.forward(noise, label_mask, label_value, logit_mask, logit_value)
 
-    def _sample_accepted(self, batch_size, seed, label_mask, label_value, logit_mask,
-                         logit_value, cond_mask, cond_value):
-        """Labels of the rows whose rounded labels match every condition (cond_mask = 1)."""
-        labels, _ = self._sample_seeded(batch_size, seed, label_mask, label_value,
-                                        logit_mask, logit_value)
-        mismatch = tf.abs(tf.round(labels) - cond_value) * cond_mask
-        keep = tf.reduce_all(mismatch < 0.5, axis=1)
-        return tf.boolean_mask(labels, keep)
+    def _accepted_fn(self, cond_nodes: tuple[int, ...]):
+        """A compiled sampler returning only rows whose rounded labels meet the conditions.
+
+        The conditioned nodes and their ancestors are computed for every draw; the other
+        nodes only for the accepted rows (with their own fresh noise, so the result has the
+        same distribution as computing everything and then rejecting). One trace per set of
+        conditioned nodes; the values and interventions are tensors.
+        """
+        fn = self._accepted_cache.get(cond_nodes)
+        if fn is not None:
+            return fn
+        needed = set(cond_nodes)
+        for i in reversed(range(len(self.nodes))):
+            if i in needed:
+                needed.update(self._parent_index[i])
+        first = [i for i in range(len(self.nodes)) if i in needed]
+        rest = [i for i in range(len(self.nodes)) if i not in needed]
+        n = len(self.nodes)
+
+        def accepted(batch_size, seed, label_mask, label_value, logit_mask, logit_value,
+                     cond_value):
+            masks = (label_mask, label_value, logit_mask, logit_value)
+            labels: dict[int, tf.Tensor] = {}
+            self._run_nodes(first, lambda i: self._node_noise(batch_size, seed, i), labels, {},
+                            *masks)
+            keep = tf.ones([batch_size], tf.bool)
+            for i in cond_nodes:
+                keep &= tf.equal(tf.round(labels[i][:, 0]), cond_value[i])
+            labels = {i: tf.boolean_mask(labels[i], keep) for i in first}
+            n_kept = tf.shape(labels[first[0]])[0]
+            seed_rest = tf.stack([seed[0] + 7919, seed[1]])
+            self._run_nodes(rest, lambda i: self._node_noise(n_kept, seed_rest, i), labels, {},
+                            *masks)
+            return tf.concat([labels[i] for i in range(n)], axis=1)
+
+        mask_spec = tf.TensorSpec([n], tf.float32)
+        value_spec = tf.TensorSpec([None, n], tf.float32)
+        fn = tf.function(accepted, input_signature=[
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64),
+            mask_spec, value_spec, mask_spec, value_spec, mask_spec])
+        self._accepted_cache[cond_nodes] = fn
+        return fn
 
     # ------------------------------------------------------------------ sampling API
     def _seed_pair(self, seed) -> tf.Tensor:
@@ -360,12 +400,11 @@ class CausalController(tf.Module):
                                                lm, lv, gm, gv)
             return self._to_dict(labels.numpy())
 
-        cond_mask = np.zeros([n], np.float32)
         cond_value = np.zeros([n], np.float32)
         for key, v in cond.items():
-            cond_mask[self._index[key]] = 1.0
             cond_value[self._index[key]] = v
-        cond_mask, cond_value = tf.constant(cond_mask), tf.constant(cond_value)
+        sampler = self._accepted_fn(tuple(sorted(self._index[k] for k in cond)))
+        cond_value = tf.constant(cond_value)
         found: list[np.ndarray] = []
         n_found = n_drawn = rounds = 0
         budget = MAX_REJECTION_ROUNDS * N  # the reference's most draws: 4000 rounds of N
@@ -376,9 +415,8 @@ class CausalController(tf.Module):
             rate = max(n_found / n_drawn, 1e-3) if n_found else (1.0 if not n_drawn else 1e-3)
             size = int(np.clip(1.2 * remaining / rate, 256, _MAX_ROUND))
             size = min(1 << int(np.ceil(np.log2(size))), _MAX_ROUND, max(budget - n_drawn, 1))
-            kept = self._sample_accepted_fn(tf.constant(size, tf.int32),
-                                            rng.make_seeds(1)[:, 0], lm, lv, gm, gv,
-                                            cond_mask, cond_value).numpy()
+            kept = sampler(tf.constant(size, tf.int32), rng.make_seeds(1)[:, 0], lm, lv, gm, gv,
+                           cond_value).numpy()
             n_drawn += size
             if len(kept):
                 kept = kept[:remaining]

@@ -113,10 +113,17 @@ class ControllerPretrainer(tf.Module):
         batch = tf.shape(real)[1]
         noise, alpha = self._draw(self.n_critic + 1, batch)
 
+        if self.n_critic > 0:
+            # The controller does not change during the critic updates, so the fake labels
+            # of all n_critic updates come from one batched forward pass (same values as
+            # n_critic separate passes on the same noise).
+            k = self.n_critic
+            flat = tf.reshape(tf.transpose(noise[:k], [1, 0, 2, 3]),
+                              [len(self.cc), k * batch, self.cc.n_hidden])
+            fakes = tf.reshape(tf.stop_gradient(self._fake(flat)), [k, batch, len(self.cc)])
         for i in tf.range(self.n_critic):
-            fake = tf.stop_gradient(self._fake(noise[i]))
             with tf.GradientTape() as tape:
-                d_loss, _, _, _ = self.critics.losses(real[i], fake, alpha[i], self.lambda_W)
+                d_loss, _, _, _ = self.critics.losses(real[i], fakes[i], alpha[i], self.lambda_W)
             grads = tape.gradient(d_loss, self.critic_vars)
             self.critic_optimizer.apply(grads, self.critic_vars)
 
