@@ -390,10 +390,42 @@ def attribute_text(names: Sequence[str], labels: pd.DataFrame) -> str:
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    # Forking a process that already runs TensorFlow's thread pools can deadlock.
-    if "tensorflow" in sys.modules or sys.platform != "linux":
-        return multiprocessing.get_context("spawn")
-    return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
+def _render_in_subprocess(
+    out: Path, n: int, seed: int, workers: int, progress: bool, overwrite: bool, scm: ToyFacesSCM
+) -> Path:
+    """Run this file's command line in a fresh interpreter.
+
+    Used when TensorFlow is loaded here: forking a process that runs TensorFlow's thread
+    pools can deadlock, and "spawn" would re-import the caller's main script.
+    """
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scm_path = Path(scratch) / "scm.json"
+        scm.to_json(scm_path)
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--n",
+            str(n),
+            "--out",
+            str(out),
+            "--seed",
+            str(seed),
+            "--workers",
+            str(workers),
+            "--scm",
+            str(scm_path),
+        ]
+        command += ["--overwrite"] if overwrite else []
+        command += [] if progress else ["--quiet"]
+        result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"rendering the toy faces failed (exit code {result.returncode})")
+    return out
 
 
 def render_dataset(
@@ -420,6 +452,10 @@ def render_dataset(
         raise FileExistsError(f"{out} already holds a dataset; pass overwrite=True to replace it")
     scm = scm or default_scm()
     workers = workers or os.cpu_count() or 1
+    chunk = 100  # images per worker task
+    use_pool = workers > 1 and n > 2 * chunk
+    if use_pool and "tensorflow" in sys.modules:
+        return _render_in_subprocess(out, n, seed, workers, progress, overwrite, scm)
     labels = scm.sample(n, seed=seed)
     labels.index = [image_name(i) for i in range(n)]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -427,11 +463,10 @@ def render_dataset(
     try:
         (tmp / "images").mkdir()
         rows = labels[list(NODES)].to_numpy()
-        chunk = 100
         jobs = [(str(tmp / "images"), seed, s, rows[s : s + chunk]) for s in range(0, n, chunk)]
         bar = tqdm(total=n, desc="rendering toy faces", unit="img", disable=not progress)
         with bar:
-            if workers <= 1 or n <= 2 * chunk:
+            if not use_pool:
                 for job in jobs:
                     bar.update(_render_chunk(job))
             else:
@@ -531,6 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing dataset in --out"
     )
     parser.add_argument(
+        "--scm",
+        metavar="JSON",
+        default=None,
+        help="a scm.json to sample the labels from (default: the built-in toy faces model)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
         "--grid",
         metavar="PNG",
         default=None,
@@ -551,7 +593,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         start = time.perf_counter()
-        out = render_dataset(args.out, args.n, args.seed, args.workers, True, args.overwrite)
+        scm = ToyFacesSCM.from_json(args.scm) if args.scm else None
+        out = render_dataset(
+            args.out, args.n, args.seed, args.workers, not args.quiet, args.overwrite, scm
+        )
     except FileExistsError:
         print(
             f"{args.out} already holds a dataset. Pass --overwrite to replace it, or choose "
