@@ -13,94 +13,28 @@ P(Male | Wearing_Lipstick=1), each beside its target.
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
 import sys
 import time
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
+import causal_controller.config as cc_flags
 from causal_controller.CausalController import CausalController
 from causal_controller.pretrain import ControllerPretrainer, load_controller, pretrain_loop
+from causal_graph import get_causal_graph
+from config import str2bool
+from data_loader import label_dataset, read_attributes
 from errors import UserError
 from figure_scripts import pairwise
-
-BIG_CAUSAL_GRAPH = [
-    ("Young", []), ("Male", []), ("Eyeglasses", ["Young"]), ("Bald", ["Male", "Young"]),
-    ("Mustache", ["Male", "Young"]), ("Smiling", ["Male", "Young"]),
-    ("Wearing_Lipstick", ["Male", "Young"]), ("Mouth_Slightly_Open", ["Young", "Smiling"]),
-    ("Narrow_Eyes", ["Male", "Young", "Smiling"]),
-]
-
-# The bundled toy data set's true model: P(node = 1 | parents), parents in graph order,
-# keyed by the parents' values as a tuple.
-TOY_SCM = {
-    "Young": {(): 0.780},
-    "Male": {(): 0.422},
-    "Eyeglasses": {(0,): 0.165, (1,): 0.036},
-    "Bald": {(0, 0): 0.002, (0, 1): 0.002, (1, 0): 0.116, (1, 1): 0.021},
-    "Mustache": {(0, 0): 0.002, (0, 1): 0.002, (1, 0): 0.134, (1, 1): 0.071},
-    "Smiling": {(0, 0): 0.658, (0, 1): 0.520, (1, 0): 0.434, (1, 1): 0.382},
-    "Wearing_Lipstick": {(0, 0): 0.735, (0, 1): 0.820, (1, 0): 0.002, (1, 1): 0.009},
-    "Mouth_Slightly_Open": {(0, 0): 0.233, (0, 1): 0.743, (1, 0): 0.221, (1, 1): 0.761},
-    "Narrow_Eyes": {(0, 0, 0): 0.098, (0, 0, 1): 0.135, (0, 1, 0): 0.094, (0, 1, 1): 0.119,
-                    (1, 0, 0): 0.113, (1, 0, 1): 0.190, (1, 1, 0): 0.077, (1, 1, 1): 0.173},
-}
-
-CC_DEFAULTS = dict(  # the flags of causal_controller/config.py (ORIGINAL.md 2.2)
-    pt_load_path="", is_pretrain=False, pt_cc_lr=0.00008, pt_dcc_lr=0.00008, lambda_W=0.1,
-    n_critic=20, critic_layers=6, critic_hidden_size=15, min_tvd=0.02, min_pretrain_iter=5000,
-    pretrain_iter=10000, pt_factorized=False, cc_n_layers=6, cc_n_hidden=10, batch_size=16,
-    save_step=5000, num_log_samples=3,
-)
+from toy_faces import default_scm
 
 
-def sample_toy_scm(n_rows: int, seed: int = 0, graph=BIG_CAUSAL_GRAPH) -> pd.DataFrame:
-    """n_rows label vectors drawn from TOY_SCM, as a 0/1 DataFrame in graph order."""
-    rng = np.random.default_rng(seed)
-    cols: dict[str, np.ndarray] = {}
-    for node, parents in graph:
-        table = TOY_SCM[node]
-        p = np.empty(n_rows)
-        parent_vals = np.stack([cols[q] for q in parents], axis=1) if parents else None
-        for key, prob in table.items():
-            rows = np.all(parent_vals == np.array(key), axis=1) if parents else slice(None)
-            p[rows] = prob
-        cols[node] = (rng.random(n_rows) < p).astype(np.int64)
-    return pd.DataFrame(cols)
-
-
-def toy_scm_distribution(graph=BIG_CAUSAL_GRAPH):
-    """The SCM's exact joint: (states [2^n, n] of 0/1 in graph order, probabilities)."""
-    names = [n for n, _ in graph]
-    states = np.array(list(itertools.product([0, 1], repeat=len(names))), np.int64)
-    probs = np.ones(len(states))
-    for j, (node, parents) in enumerate(graph):
-        idx = [names.index(q) for q in parents]
-        p1 = np.array([TOY_SCM[node][tuple(s[idx])] for s in states])
-        probs *= np.where(states[:, j] == 1, p1, 1.0 - p1)
-    return states, probs
-
-
-def toy_truth(graph=BIG_CAUSAL_GRAPH) -> dict[str, float]:
+def toy_truth(scm) -> dict[str, float]:
     """Exact P(Male | Bald = 1) and P(Male | Wearing_Lipstick = 1) of the toy SCM."""
-    names = [n for n, _ in graph]
-    states, probs = toy_scm_distribution(graph)
-    out = {}
-    for node in ("Bald", "Wearing_Lipstick"):
-        sel = states[:, names.index(node)] == 1
-        out[node] = float(probs[sel & (states[:, names.index("Male")] == 1)].sum() / probs[sel].sum())
-    return out
-
-
-def label_stream(frame: pd.DataFrame, names, batch_size: int, seed: int) -> tf.data.Dataset:
-    """An endless shuffled stream of [batch, n] float label batches (node order)."""
-    values = frame[list(names)].to_numpy(np.float32)
-    ds = tf.data.Dataset.from_tensor_slices(values).repeat()
-    return ds.shuffle(min(len(values), 100_000), seed=seed).batch(batch_size, drop_remainder=True)
+    return {node: scm.prob({"Male": 1}, given={node: 1}) for node in ("Bald", "Wearing_Lipstick")}
 
 
 def interventional_report(cc, n: int = 100_000, seed: int = 1, truth=None) -> dict[str, float]:
@@ -131,29 +65,29 @@ def main(argv=None) -> int:
                         help="where a trained controller's checkpoints and crosstabs go")
     parser.add_argument("--log_step", type=int, default=100, help="summary/TVD interval / 10")
     parser.add_argument("--samples", type=int, default=100_000, help="samples for P(Male|...)")
-    for key, value in CC_DEFAULTS.items():
-        if isinstance(value, bool):
-            parser.add_argument(f"--{key}", type=lambda s: s.lower() in ("true", "1", "yes"),
-                                default=value)
-        elif key not in ("pt_load_path",):
-            parser.add_argument(f"--{key}", type=type(value), default=value)
+    cc_defaults = vars(cc_flags.get_config([])[0])
+    for key, value in cc_defaults.items():
+        if key != "pt_load_path":
+            parser.add_argument(f"--{key}", type=str2bool if isinstance(value, bool)
+                                else type(value), default=value,
+                                help="as in main.py (causal_controller/config.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    if args.causal_model == "big_causal_graph":
-        graph = BIG_CAUSAL_GRAPH
-    else:
-        from causal_graph import get_causal_graph  # noqa: PLC0415 (only when needed)
-        graph = get_causal_graph(args.causal_model)
+    graph = get_causal_graph(args.causal_model)
     names = [n for n, _ in graph]
     toy = not args.labels
+    scm = default_scm()
     if toy:
-        frame = sample_toy_scm(args.rows, args.seed, graph)
+        missing = sorted(set(names) - set(scm.nodes))
+        if missing:
+            raise UserError(f"the toy SCM has no labels {missing}; its labels are {scm.nodes}."
+                            " Pick a graph over those, or give --labels")
+        frame = scm.sample(args.rows, seed=args.seed)[names]
     else:
-        from data_loader import read_attributes  # noqa: PLC0415 (only when needed)
         frame = read_attributes(args.labels)[names]
 
-    cc_config = argparse.Namespace(**{k: getattr(args, k, v) for k, v in CC_DEFAULTS.items()})
+    cc_config = argparse.Namespace(**{k: getattr(args, k, v) for k, v in cc_defaults.items()})
     cc = CausalController(graph, cc_config, seed=args.seed)
     if args.checkpoint:
         print("loaded", load_controller(cc, args.checkpoint))
@@ -161,7 +95,7 @@ def main(argv=None) -> int:
         cc_config.pretrain_iter = int(cc.step.numpy()) + args.train_iters
         cc_config.min_pretrain_iter = cc_config.pretrain_iter  # run them all
         pretrainer = ControllerPretrainer(cc, cc_config, seed=args.seed)
-        stream = label_stream(frame, cc.label_names, cc_config.batch_size, args.seed)
+        stream = label_dataset(frame, cc.label_names, cc_config.batch_size, seed=args.seed)
         os.makedirs(args.out_dir, exist_ok=True)
         writer = tf.summary.create_file_writer(os.path.join(args.out_dir, "summaries"))
         t0 = time.perf_counter()
@@ -180,13 +114,15 @@ def main(argv=None) -> int:
     print(f"step {int(cc.step.numpy())}, {len(frame)} data rows, 500,000 samples")
     print(f"  TVD vs data rows            {pairwise.calc_tvd(label_dict, frame):.4f}  (target <= 0.05)")
     print(f"  TVD seen-only (reference)   {pairwise.tvd_seen_only(label_dict, frame):.4f}")
-    if toy and args.causal_model == "big_causal_graph":
-        states, probs = toy_scm_distribution(graph)
-        print(f"  TVD vs exact toy SCM        {pairwise.tvd_exact(label_dict, states, probs):.4f}")
+    if toy and sorted(names) == sorted(scm.nodes):
+        states, probs = scm.joint()
+        print(f"  TVD vs exact toy SCM        "
+              f"{pairwise.tvd_exact(label_dict, states, probs, names=scm.nodes):.4f}")
         rows_states = {n: frame[n].to_numpy()[:, None] for n in names}
-        print(f"  TVD data rows vs exact SCM  {pairwise.tvd_exact(rows_states, states, probs):.4f}"
+        print(f"  TVD data rows vs exact SCM  "
+              f"{pairwise.tvd_exact(rows_states, states, probs, names=scm.nodes):.4f}"
               "  (sampling noise of the rows)")
-    truth = toy_truth(graph) if toy and args.causal_model == "big_causal_graph" else None
+    truth = toy_truth(scm) if toy else None
     male = float(frame["Male"].mean()) if "Male" in frame else float("nan")
     report = interventional_report(cc, args.samples, seed=args.seed + 11)
     for key, value in report.items():
