@@ -408,7 +408,7 @@ class Trainer:
                                     g=f"{float(metrics['g_loss']):.4f}",
                                     k_t=f"{float(metrics['k_t']):.4f}",
                                     M=f"{float(metrics['measure']):.4f}")
-                if step % log_step == 0:
+                if self.chief and step % log_step == 0:
                     self._last_batch = batch
                     self.write_summaries(metrics, batch)
                 if self.chief and step % (50 * log_step) == 0:

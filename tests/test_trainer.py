@@ -158,6 +158,23 @@ def test_load_path_without_checkpoint_is_a_user_error(data_dir, tmp_path):
         trainer_module.Trainer(config, cc_config, model_config, GRAPH)
 
 
+def test_pt_load_path_loads_the_controller_alone_and_copies_it(data_dir, tmp_path):
+    from causal_controller.CausalController import CausalController
+    from causal_controller.pretrain import save_controller
+
+    _, cc_config, _ = make_configs(data_dir, tmp_path)
+    cc = CausalController(GRAPH, cc_config, seed=5)
+    cc.step.assign(7)
+    save_controller(cc, None, str(tmp_path / "old" / "checkpoints"), 7)
+    config, cc_config, model_config = make_configs(
+        data_dir, tmp_path / "new", pt_load_path=str(tmp_path / "old" / "checkpoints"))
+    trainer = trainer_module.Trainer(config, cc_config, model_config, GRAPH)
+    assert int(trainer.cc.step.numpy()) == 7 and trainer.overall_step() == 7
+    for a, b in zip(cc.trainable_variables, trainer.cc.trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert (tmp_path / "new" / "controller" / "checkpoints" / "CC-Model-7.index").is_file()
+
+
 def test_short_run_writes_every_figure_summary_and_checkpoint(data_dir, tmp_path):
     run = tmp_path / "run"
     config, cc_config, model_config = make_configs(
