@@ -227,13 +227,14 @@ DRIVER = textwrap.dedent("""
     model_dir, num_iter, load = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "load"
     config, cc_config, model_config = make_configs(
         {data!r}, model_dir, num_iter=num_iter, log_step=100000, save_secs=1,
-        load_path=model_dir if load else "")
+        load_path=model_dir if load else "", num_cpu_devices=2)
     t = Trainer(config, cc_config, model_config, GRAPH)
     m = t.model
     print(json.dumps({{"step": int(m.step.numpy()), "k_t": float(m.k_t.numpy()),
                       "l_t": float(m.l_t.numpy()), "z_t": float(m.z_t.numpy()),
                       "g_opt_iter": int(m.g_optimizer.iterations.numpy()),
-                      "z_fixed": float(t.fixed.z_gen.numpy().sum())}}), flush=True)
+                      "z_fixed": float(t.fixed.z_gen.numpy().sum()),
+                      "replicas": t.strategy.num_replicas_in_sync}}), flush=True)
     t.train_loop()
     print(json.dumps({{"final": int(m.step.numpy())}}), flush=True)
 """)
@@ -264,7 +265,7 @@ def _wait_for_checkpoint(run, proc, min_step, timeout=150):
     raise AssertionError(f"no checkpoint beyond step {min_step} in {timeout}s")
 
 
-def test_sigkill_then_load_path_resumes_exactly_and_sigterm_saves(data_dir, tmp_path):
+def test_two_cpu_towers_sigkill_then_load_path_resumes_exactly_and_sigterm_saves(data_dir, tmp_path):
     run = tmp_path / "run"
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(root=str(ROOT), tests=str(ROOT / "tests"),
@@ -285,6 +286,7 @@ def test_sigkill_then_load_path_resumes_exactly_and_sigterm_saves(data_dir, tmp_
 
     second = start(str(saved["step"] + 100000), "load")
     restored = json.loads(second.stdout.readline())
+    assert restored["replicas"] == 2  # --num_gpu 0 --num_cpu_devices 2: two towers
     assert restored["step"] == saved["step"] == restored["g_opt_iter"]
     for key in ("k_t", "l_t", "z_t", "z_fixed"):
         assert restored[key] == saved[key], key
