@@ -9,9 +9,12 @@ Under IPython, ``%run main.py ...`` leaves ``trainer``, ``cc`` and ``model`` in 
 
 import difflib
 import logging
+import os
 import random
 import sys
 from collections import Counter
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
 import causal_began.config as began_flags
 import causal_controller.config as cc_flags

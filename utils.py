@@ -26,6 +26,7 @@ def setup_logging(level="INFO"):
     logging.basicConfig(level=getattr(logging, "WARNING" if level == "WARN" else level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", force=True)
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def new_run_dir(log_dir, dataset, descrip=""):
