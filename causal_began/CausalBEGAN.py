@@ -218,9 +218,17 @@ class CausalBEGAN(tf.Module):
 
     def draw_fake_labels(self, batch_size):
         """Labels from the frozen controller, prepared for G."""
-        if self.controller is None:
+        cc = self.controller
+        if cc is None:
             raise ValueError("CausalBEGAN needs a controller to draw labels; pass fake_labels.")
-        labels, _ = self.controller.sample(batch_size=batch_size)
+        n_hidden = getattr(cc, "n_hidden", None)
+        if isinstance(batch_size, int) and n_hidden is not None:
+            # the controller's noise comes from this model's generator: one stream per
+            # replica, and its state is in the model's checkpoints
+            noise = self.rng.uniform([batch_size, len(cc.node_names), int(n_hidden)], -1.0, 1.0)
+            labels, _ = cc.sample(noise=noise)
+        else:
+            labels, _ = cc.sample(batch_size=batch_size)
         return self.prepare_labels(labels)
 
     def label_logits(self, images_unit, code):

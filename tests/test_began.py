@@ -246,3 +246,26 @@ def test_flop_estimate_grows_with_size():
     small = cb.flops_per_step_estimate(32, 32, 64, 64, 9, 16)
     big = cb.flops_per_step_estimate(64, 128, 64, 64, 9, 16)
     assert big > 10 * small > 0
+
+
+def test_controller_noise_comes_from_the_model_generator():
+    class RecordingController:
+        node_names, n_hidden = ["a", "b", "c"], 5
+
+        def __init__(self):
+            self.noise = []
+
+        def sample(self, batch_size=None, noise=None):
+            self.noise.append(noise)
+            return tf.sigmoid(noise[:, :, 0]), noise[:, :, 0]
+
+    cc = RecordingController()
+    model = cb.CausalBEGAN(began_config(), ["a", "b", "c"], 8, controller=cc,
+                           data_format="channels_last", seed=4)
+    first = model.draw_fake_labels(6)
+    second = model.draw_fake_labels(6)
+    assert cc.noise[0].shape == (6, 3, 5)
+    assert set(np.unique(first.numpy())) <= {0.0, 1.0}  # rounded (round_fake_labels)
+    assert not np.allclose(cc.noise[0].numpy(), cc.noise[1].numpy())
+    assert float(tf.reduce_max(tf.abs(cc.noise[0]))) <= 1.0
+    assert first.shape == second.shape == (6, 3)
