@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import sys
-from collections import Counter
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
@@ -63,10 +62,11 @@ def full_help():
     return "\n".join(parts)
 
 
-def known_options():
-    """Every option string that some flag group defines."""
-    return sorted({option for module in FLAG_GROUPS.values()
-                   for action in module.parser._actions for option in action.option_strings})
+def option_arity():
+    """{option string: whether it takes a value} over every flag group."""
+    return {option: action.nargs != 0
+            for module in FLAG_GROUPS.values()
+            for action in module.parser._actions for option in action.option_strings}
 
 
 def usage_error(message):
@@ -75,20 +75,20 @@ def usage_error(message):
     sys.exit(2)
 
 
-def check_unknown(unparsed_by_group):
-    """Words that no group understood: an error naming them, with the closest real flag."""
-    common = None
-    for unparsed in unparsed_by_group:
-        common = Counter(unparsed) if common is None else common & Counter(unparsed)
-    unknown = [word for word in unparsed_by_group[0] if common[word] > 0]
-    if not unknown:
-        return
-    word = unknown[0].split("=", 1)[0]
-    if word.startswith("-"):
-        close = difflib.get_close_matches(word, known_options(), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else "; see python main.py --help"
-        usage_error(f"unrecognized flag {word}{hint}")
-    usage_error(f"unexpected word {word!r} (flags take the form --name value)")
+def check_unknown(argv):
+    """Words that no flag group understands: an error naming them, with the closest flag."""
+    takes_value = option_arity()
+    words = iter(argv)
+    for word in words:
+        if not word.startswith("-"):
+            usage_error(f"unexpected word {word!r} (flags take the form --name value)")
+        name = word.split("=", 1)[0]
+        if name not in takes_value:
+            close = difflib.get_close_matches(name, list(takes_value), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else "; see python main.py --help"
+            usage_error(f"unrecognized flag {name}{hint}")
+        if takes_value[name] and "=" not in word:
+            next(words, None)  # its value; the group parsers check it
 
 
 def explicit_flags(argv):
@@ -102,11 +102,8 @@ def parse_flags(argv=None):
     if "-h" in argv or "--help" in argv:
         print(full_help())
         sys.exit(0)
-    groups, unparsed = {}, []
-    for name, module in FLAG_GROUPS.items():
-        groups[name], rest = module.get_config(argv)
-        unparsed.append(rest)
-    check_unknown(unparsed)
+    check_unknown(argv)
+    groups = {name: module.get_config(argv)[0] for name, module in FLAG_GROUPS.items()}
     groups["dcgan_config"].is_train = groups["began_config"].is_train
     return groups
 

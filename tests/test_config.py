@@ -78,6 +78,21 @@ def test_stray_word_is_rejected(capsys):
     assert "'extra'" in capsys.readouterr().err
 
 
+def test_repeated_values_are_not_unknown():
+    groups = parse("--is_pretrain", "True", "--model_type", "began", "--is_train", "True",
+                   "--input_scale_size", "32", "--conv_hidden_num", "32", "--dry_run",
+                   "--num_gpu=0")
+    assert groups["cc_config"].is_pretrain and groups["began_config"].is_train
+    assert groups["config"].input_scale_size == 32 == groups["began_config"].conv_hidden_num
+    assert groups["config"].dry_run and groups["config"].num_gpu == 0
+
+
+def test_a_value_missing_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        parse("--num_gpu")
+    assert "--num_gpu" in capsys.readouterr().err
+
+
 def test_values_of_other_groups_are_not_unknown():
     groups = parse("--conv_hidden_num", "32", "--n_critic", "5", "--gamma_m", "-1")
     assert groups["began_config"].conv_hidden_num == 32
