@@ -231,8 +231,8 @@ class Trainer:
         self.batch_size = batch_size
 
         # data: the attribute table (images are read only when training the image model)
-        self.dataset_dir = data_loader.resolve_dataset_dir(config.data_dir, config.dataset,
-                                                           seed=self.seed)
+        # the bundled default set is always the same one (seed 0), whatever --seed says
+        self.dataset_dir = data_loader.resolve_dataset_dir(config.data_dir, config.dataset)
         self.attr = data_loader.read_attributes(data_loader.find_attribute_file(self.dataset_dir))
 
         # controller: plain (unmirrored) variables; frozen while the image model trains
