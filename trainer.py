@@ -412,15 +412,14 @@ class Trainer:
                     self._last_batch = batch
                     self.write_summaries(metrics, batch)
                 if self.chief and step % (50 * log_step) == 0:
-                    self.causal_sampling([8, 16])
-                    self.label_interpolation()
-                    self.sample_diversity()
-                if self.chief and step % (100 * log_step) == 0:
-                    self.causal_sampling([2, 10])
+                    self.write_figures(with_small_grids=step % (100 * log_step) == 0)
                 if stop.signum is not None:
                     break
                 if time.monotonic() - self._last_save >= save_secs:
                     self.save()
+            if self.chief and stop.signum is None and self.model_step % (100 * log_step):
+                # the run's final state always leaves its figures, whatever the cadence
+                self.write_figures(with_small_grids=True)
             self.save()
         self.summary_writer.flush()
         if stop.signum == signal.SIGINT:
@@ -431,6 +430,15 @@ class Trainer:
             print(f"Terminated at step {self.model_step}: checkpoint saved in "
                   f"{self.checkpoint_dir}; resume with --load_path {self.model_dir}")
             raise SystemExit(SIGTERM_EXIT)
+
+    def write_figures(self, with_small_grids: bool) -> None:
+        """The periodic figures: causal_sampling([8, 16]), label_interpolation(),
+        sample_diversity(), and with_small_grids also causal_sampling([2, 10])."""
+        self.causal_sampling([8, 16])
+        self.label_interpolation()
+        self.sample_diversity()
+        if with_small_grids:
+            self.causal_sampling([2, 10])
 
     # -- summaries
     def write_summaries(self, metrics, batch=None) -> None:
