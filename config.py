@@ -88,9 +88,12 @@ data_arg.add_argument("--resize_method", type=str, default="AREA",
 
 train_arg = parser.add_argument_group("Training")
 train_arg.add_argument("--build_train", type=str2bool, default=False,
-                       help="Build the image model's training parts without training.")
+                       help="Kept for the reference's command lines: the image model of "
+                            "--model_type is always built with its training parts (add "
+                            "--dry_run to build without training).")
 train_arg.add_argument("--build_pretrain", type=str2bool, default=False,
-                       help="Build the controller's pretraining parts without pretraining.")
+                       help="Build the controller's critic and optimizers even without "
+                            "--is_pretrain (e.g. to inspect them with --dry_run).")
 train_arg.add_argument("--model_type", type=str, default="", choices=["", "dcgan", "began"],
                        help="Image model: began (CausalBEGAN) or dcgan (CausalGAN). Absent: "
                             "only the causal controller is built.")

@@ -242,8 +242,9 @@ class Trainer:
         self.cc = CausalController(self.graph, cc_config, seed=self.seed)
         self.label_names = list(self.cc.label_names)
         data_loader.check_labels(self.attr, self.label_names)
+        wants_pretrainer = cc_config.is_pretrain or getattr(config, "build_pretrain", False)
         self.pretrainer = (ControllerPretrainer(self.cc, cc_config, seed=self.seed + 7)
-                           if cc_config.is_pretrain else None)
+                           if wants_pretrainer else None)
 
         self.model = None
         if model_config is not None:
@@ -365,6 +366,11 @@ class Trainer:
         in <model_dir>/summaries; a full checkpoint at the end."""
         from causal_controller.pretrain import pretrain_loop
 
+        if self.model_step > 0:
+            # a resumed run whose image model has started: its controller stays frozen
+            log.info("the image model is already at step %d; the controller it was trained "
+                     "with stays as it is (no further pretraining)", self.model_step)
+            return {"step": int(self.cc.step.numpy()), "skipped": True}
         if self.pretrainer is None:
             from causal_controller.pretrain import ControllerPretrainer
 

@@ -58,7 +58,8 @@ train_arg.add_argument("--zeta", type=float, default=0.5,
 train_arg.add_argument("--is_train", type=str2bool, default=False,
                        help="Train the image model.")
 train_arg.add_argument("--build_all", type=str2bool, default=False,
-                       help="Build every part even when not training it.")
+                       help="Kept for the reference's command lines: every part is always "
+                            "built.")
 
 misc_arg = parser.add_argument_group("Misc")
 misc_arg.add_argument("--log_step", type=positive_int, default=100,
