@@ -21,14 +21,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import causal_controller.config as cc_flags  # noqa: E402
 from causal_controller.CausalController import CausalController  # noqa: E402
-from causal_controller.evaluate import (  # noqa: E402
-    BIG_CAUSAL_GRAPH,
-    CC_DEFAULTS,
-    sample_toy_scm,
-)
 from causal_controller.pretrain import ControllerPretrainer, load_controller  # noqa: E402
+from causal_graph import get_causal_graph  # noqa: E402
 from figure_scripts.pairwise import calc_tvd  # noqa: E402
+from toy_faces import default_scm  # noqa: E402
 
 
 def best_of(fn, repeats: int = 5) -> float:
@@ -73,10 +71,10 @@ def main(argv=None) -> None:
                         "conditioning on (default: Bald's bias is set for ~2% acceptance)")
     parser.add_argument("--iters", type=int, default=300, help="pretraining iterations timed")
     args = parser.parse_args(argv)
-    cfg = argparse.Namespace(**CC_DEFAULTS)
-    graph = BIG_CAUSAL_GRAPH
+    cfg = cc_flags.get_config([])[0]
+    graph = get_causal_graph("big_causal_graph")
     names = [n for n, _ in graph]
-    frame = sample_toy_scm(20_000, seed=0)
+    frame = default_scm().sample(20_000, seed=0)[[node for node, _ in graph]]
 
     print(f"numpy 1024x1024 float32 matmul: {matmul_gflops():.1f} GFLOP/s (baseline of this "
           "machine, same run)")
