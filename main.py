@@ -229,7 +229,8 @@ def main(trainer):
 
 
 def run(argv=None):
-    """Command-line entry point: exit code 0 on success, 2 on a user error."""
+    """Command-line entry point: 0 on success, 2 on a user error, 130/143 when interrupted."""
+    trainer = None
     try:
         trainer = get_trainer(argv)
         main(trainer)
@@ -239,6 +240,13 @@ def run(argv=None):
     except KeyboardInterrupt:
         print("main.py: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exit_request:  # --help, usage errors, SIGTERM during training
+        code = exit_request.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        writer = getattr(trainer, "summary_writer", None)
+        if writer is not None:
+            writer.flush()
     return 0
 
 
@@ -251,4 +259,10 @@ if __name__ == "__main__":
         model = trainer.model
         main(trainer)
     else:
-        sys.exit(run())
+        exit_code = run()
+        # Everything is saved and flushed by now. Tearing down TensorFlow's objects at
+        # interpreter exit can take tens of seconds, so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(exit_code)

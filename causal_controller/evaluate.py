@@ -73,6 +73,7 @@ def main(argv=None) -> int:
                                 help="as in main.py (causal_controller/config.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
     graph = get_causal_graph(args.causal_model)
     names = [n for n, _ in graph]
