@@ -39,6 +39,16 @@ def lrelu(x: tf.Tensor) -> tf.Tensor:
     return tf.maximum(x, 0.2 * x)
 
 
+def dense_stack(h: tf.Tensor, weights, biases) -> tf.Tensor:
+    """Fully connected layers with lrelu between them and a linear last layer."""
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = tf.matmul(h, w) + b
+        if i < last:
+            h = lrelu(h)
+    return h
+
+
 def glorot_uniform(shape: Sequence[int], rng: tf.random.Generator) -> tf.Tensor:
     """Glorot (Xavier) uniform initial values for a [fan_in, fan_out] matrix."""
     limit = float(np.sqrt(6.0 / (shape[0] + shape[1])))
@@ -106,12 +116,7 @@ class CausalNode(tf.Module):
     def logit(self, z: tf.Tensor, parent_labels: Sequence[tf.Tensor]) -> tf.Tensor:
         """[B, n_hidden] noise and a list of [B, 1] parent labels -> [B, 1] logit."""
         h = tf.concat([z, *parent_labels], axis=1) if parent_labels else z
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = tf.matmul(h, w) + b
-            if i < last:
-                h = lrelu(h)
-        return h
+        return dense_stack(h, self.weights, self.biases)
 
 
 class CausalController(tf.Module):

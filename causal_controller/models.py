@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from causal_controller.CausalController import glorot_uniform, lrelu
+from causal_controller.CausalController import dense_stack, glorot_uniform
 
 
 class DiscriminatorW(tf.Module):
@@ -31,13 +31,7 @@ class DiscriminatorW(tf.Module):
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         """[B, n_in] label vectors -> [B, 1] critic scores (the reference's logits)."""
-        h = x
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = tf.matmul(h, w) + b
-            if i < last:
-                h = lrelu(h)
-        return h
+        return dense_stack(x, self.weights, self.biases)
 
 
 def interpolate(real: tf.Tensor, fake: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:

@@ -1,12 +1,12 @@
 """The causal controller: construction, sampling, interventions, conditioning."""
 
-import argparse
 import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import causal_controller.config as cc_flags
 from causal_controller.CausalController import CausalController, topological_order
 from errors import UserError
 
@@ -19,13 +19,10 @@ CHAIN = [("A", []), ("B", ["A"]), ("C", ["B"]), ("D", [])]
 
 
 def config(**kw):
-    base = dict(pt_load_path="", is_pretrain=False, pt_cc_lr=0.00008, pt_dcc_lr=0.00008,
-                lambda_W=0.1, n_critic=20, critic_layers=6, critic_hidden_size=15, min_tvd=0.02,
-                min_pretrain_iter=5000, pretrain_iter=10000, pt_factorized=False,
-                cc_n_layers=6, cc_n_hidden=10, batch_size=16, save_step=5000,
-                num_log_samples=3)
-    base.update(kw)
-    return argparse.Namespace(**base)
+    """The controller's flags at their defaults (causal_controller/config.py), overridden."""
+    cfg = cc_flags.get_config([])[0]
+    vars(cfg).update(kw)
+    return cfg
 
 
 def set_copy_weights(node, source, scale=20.0):

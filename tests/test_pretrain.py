@@ -1,6 +1,5 @@
 """Controller pretraining: losses, Adam, one iteration, checkpoints, the loop."""
 
-import argparse
 import glob
 import os
 
@@ -10,6 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
+import causal_controller.config as cc_flags
 from causal_controller.CausalController import CausalController
 from causal_controller.models import (
     Critics,
@@ -38,13 +38,10 @@ def toy_labels(n_rows, seed=0):
 
 
 def config(**kw):
-    base = dict(pt_load_path="", is_pretrain=True, pt_cc_lr=0.00008, pt_dcc_lr=0.00008,
-                lambda_W=0.1, n_critic=20, critic_layers=6, critic_hidden_size=15, min_tvd=0.02,
-                min_pretrain_iter=5000, pretrain_iter=10000, pt_factorized=False,
-                cc_n_layers=6, cc_n_hidden=10, batch_size=16, save_step=5000,
-                num_log_samples=3)
-    base.update(kw)
-    return argparse.Namespace(**base)
+    """The controller's flags at their defaults (causal_controller/config.py), overridden."""
+    cfg = cc_flags.get_config([])[0]
+    vars(cfg).update(kw)
+    return cfg
 
 
 FAST = dict(n_critic=3, critic_layers=3, critic_hidden_size=8, cc_n_layers=2, cc_n_hidden=4)
