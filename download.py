@@ -22,12 +22,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from errors import UserError
+from utils import publish_folder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ATTRIBUTE_FILES = ("list_attr_celeba.txt", "list_attr_celeba.csv")
@@ -209,14 +209,9 @@ def prepare(sources: Sources, target: Path, progress: bool = True, force: bool =
             raise UserError(
                 f"The sources do not hold every image the attribute file lists: {err}"
             ) from None
-        if target.exists():
-            aside = target.with_name(f"{target.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.rename(target, aside)
-            if force:
-                shutil.rmtree(aside)
-            else:
-                print(f"Moved the incomplete {target} aside to {aside}.", file=sys.stderr)
-        os.rename(tmp, target)
+        aside = publish_folder(tmp, target, remove_old=force)
+        if aside is not None:
+            print(f"Moved the incomplete {target} aside to {aside}.", file=sys.stderr)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from utils import publish_folder
+
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------
@@ -475,14 +477,9 @@ def render_dataset(
                         bar.update(done)
         (tmp / "list_attr_celeba.txt").write_text(attribute_text(scm.nodes, labels))
         scm.to_json(tmp / "scm.json")
-        if out.exists():
-            aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.rename(out, aside)
-            if overwrite:
-                shutil.rmtree(aside)
-            else:
-                log.warning("moved the incomplete folder %s aside to %s", out, aside)
-        os.rename(tmp, out)
+        aside = publish_folder(tmp, out, remove_old=overwrite)
+        if aside is not None:
+            log.warning("moved the incomplete folder %s aside to %s", out, aside)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -102,3 +102,21 @@ def copy_code(model_dir):
 def remove_run_dir(model_dir):
     """Remove a run folder that this process created but could not start."""
     shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def publish_folder(tmp, target, remove_old=False):
+    """Rename a finished folder ``tmp`` to ``target`` atomically.
+
+    An existing ``target`` is first renamed aside to ``<target>.old-<time>`` (and deleted
+    when ``remove_old``); returns that aside path, or None when nothing was in the way.
+    """
+    tmp, target = Path(tmp), Path(target)
+    aside = None
+    if target.exists():
+        aside = target.with_name(f"{target.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(target, aside)
+        if remove_old:
+            shutil.rmtree(aside)
+            aside = None
+    os.rename(tmp, target)
+    return aside
