@@ -15,7 +15,14 @@ first GPU (the CPU with a warning when there is none), ``k`` a MirroredStrategy 
 first k GPUs; ``--num_cpu_devices k`` splits the CPU into k logical devices and, with
 ``--num_gpu 0``, runs k replicas on them; ``TF_CONFIG`` in the environment selects the
 multi-worker strategy. Every replica draws ``batch_size`` examples and its own controller
-labels; gradients and the BEGAN margins' losses are averaged over replicas.
+labels; gradients and losses are averaged over replicas.
+
+Image models (``make_model``, the one place that maps ``--model_type`` to a class):
+CausalBEGAN (began) and CausalGAN (dcgan) offer the same interface, and the Trainer uses
+nothing else: ``make_train_function(strategy) -> fn(batch) -> metrics``, ``generate(labels,
+z_gen=None, round_labels=None)``, ``prepare_labels``, ``diagnostics(images, labels,
+controller_labels, z_gen) -> {"images": ..., "histograms": ...}``, ``summary_group(key)``,
+``progress_keys``, ``name``, ``step``, ``z_dim``, ``channels``.
 
 Stopping: Ctrl-C (SIGINT) or SIGTERM during ``train_loop`` finishes the current step,
 writes a checkpoint and then leaves with ``KeyboardInterrupt`` (main.py: exit 130) or
@@ -48,6 +55,23 @@ CHECKPOINTS_KEPT = 5
 KEEP_EVERY_HOURS = 2.0
 SIGTERM_EXIT = 128 + signal.SIGTERM
 JIT_COMPILE = False  # XLA made the CPU step 3x slower (benchmarks/bench_began.py)
+IMAGE_MODELS = {  # --model_type -> (module, class)
+    "began": ("causal_began.CausalBEGAN", "CausalBEGAN"),
+    "dcgan": ("causal_dcgan.CausalGAN", "CausalGAN"),
+}
+
+
+def make_model(model_type: str, model_config, label_names, image_size: int, channels: int,
+               **kwargs):
+    """The image model of ``--model_type`` (build it inside the strategy's scope)."""
+    import importlib
+
+    if model_type not in IMAGE_MODELS:
+        raise UserError(f"--model_type {model_type!r} is unknown: use one of "
+                        f"{', '.join(IMAGE_MODELS)}.")
+    module, cls = IMAGE_MODELS[model_type]
+    return getattr(importlib.import_module(module), cls)(
+        model_config, label_names, image_size, channels, **kwargs)
 
 
 # ----------------------------------------------------------------------------- devices
@@ -209,9 +233,6 @@ class Trainer:
         self.config, self.cc_config, self.model_config = config, cc_config, model_config
         self.graph = [(node, list(parents)) for node, parents in graph]
         model_type = getattr(config, "model_type", "") or ""
-        if model_type == "dcgan":
-            raise UserError("--model_type dcgan (CausalGAN) is not implemented yet; use "
-                            "--model_type began.")
         if model_config is None and model_type:
             raise UserError(f"--model_type {model_type} needs its flags (model_config).")
         self.model_dir = Path(config.model_dir)
@@ -249,13 +270,11 @@ class Trainer:
         self.model = None
         if model_config is not None:
             data_loader.check_images(self.dataset_dir, self.attr)
-            from causal_began.CausalBEGAN import CausalBEGAN
-
             channels = 1 if getattr(config, "grayscale", False) else int(model_config.c_dim)
             with self.strategy.scope():
-                self.model = CausalBEGAN(
-                    model_config, self.label_names, config.input_scale_size, channels,
-                    controller=self.cc,
+                self.model = make_model(
+                    model_type, model_config, self.label_names, config.input_scale_size,
+                    channels, controller=self.cc,
                     data_format="channels_first" if uses_gpu(self.strategy) else "channels_last",
                     jit_compile=bool(getattr(config, "jit_compile", JIT_COMPILE)),
                     seed=self.seed + 11)
@@ -391,7 +410,8 @@ class Trainer:
         from tqdm import tqdm
 
         if self.model is None:
-            raise UserError("--is_train True needs --model_type began.")
+            raise UserError("--is_train True needs an image model: --model_type began "
+                            "(CausalBEGAN) or --model_type dcgan (CausalGAN).")
         cfg = self.model_config
         log_step = int(getattr(cfg, "log_step", self.config.log_step))
         save_secs = float(getattr(self.config, "save_secs", 300))
@@ -401,7 +421,7 @@ class Trainer:
             return
         iterator = iter(self.image_stream())
         self._last_save = time.monotonic()
-        bar = tqdm(total=end, initial=start, desc="CausalBEGAN", dynamic_ncols=True,
+        bar = tqdm(total=end, initial=start, desc=self.model.name, dynamic_ncols=True,
                    disable=not self.chief)
         with StopRequest() as stop, bar:
             for _ in range(start, end):
@@ -410,10 +430,8 @@ class Trainer:
                 step = self.model_step
                 bar.update(1)
                 if step % log_step == 0 or step == start + 1:
-                    bar.set_postfix(d=f"{float(metrics['d_loss']):.4f}",
-                                    g=f"{float(metrics['g_loss']):.4f}",
-                                    k_t=f"{float(metrics['k_t']):.4f}",
-                                    M=f"{float(metrics['measure']):.4f}")
+                    bar.set_postfix({short: f"{float(metrics[key]):.4f}"
+                                     for short, key in self.model.progress_keys.items()})
                 if self.chief and step % log_step == 0:
                     self._last_batch = batch
                     self.write_summaries(metrics, batch)
@@ -448,33 +466,28 @@ class Trainer:
 
     # -- summaries
     def write_summaries(self, metrics, batch=None) -> None:
-        """Scalars (losses, margins, balances, learning rates, measures, per-label accuracy),
-        histograms and images (G, AE(G), AE(x)) at the overall step."""
+        """The model's metrics as scalars, grouped as the model says (a per-label vector
+        as one scalar per label), and its diagnostic images and histograms for the
+        first replica's batch, at the overall step."""
         step = self.overall_step()
         with self.summary_writer.as_default():
             for key, value in metrics.items():
-                value = value.numpy()
-                if key.startswith("accuracy_"):
+                value = np.asarray(value)
+                if value.ndim == 1 and len(value) == len(self.label_names):
                     for name, v in zip(self.label_names, value, strict=True):
                         write_scalar(f"{key}/{name}", v, step)
                 else:
-                    group = ("margins" if key in ("k_t", "l_t", "z_t") else
-                             "balance" if key.startswith("balance") else
-                             "learning_rate" if key.endswith("_lr") else
-                             "measure" if key.startswith("measure") else "loss")
-                    write_scalar(f"{group}/{key}", value, step)
+                    write_scalar(f"{self.model.summary_group(key)}/{key}", value, step)
             if batch is not None:
                 local = self.strategy.experimental_local_results
-                images = local(batch[0])[0][:8]
-                labels = local(batch[1])[0][:8]
-                k = int(images.shape[0])
-                fake = self.model.prepare_labels(
-                    self.cc.sample(noise=self.fixed.cc_noise[:k])[0])
-                out = self._diagnostics_fn(images, labels, fake, self.fixed.z_gen[:k])
-                for key in ("G", "AE_G", "AE_x"):
-                    write_images(f"images/{key}", out[key], step)
-                for key in ("real_prob", "fake_prob", "fake_labels", "real_labels"):
-                    write_histogram(f"labels/{key}", out[key].numpy(), step)
+                images, labels = local(batch[0])[0], local(batch[1])[0]
+                k = min(int(images.shape[0]), FIXED_COUNT)
+                cc_labels = self.cc.sample(noise=self.fixed.cc_noise[:k])[0]
+                out = self._diagnostics_fn(images, labels, cc_labels, self.fixed.z_gen[:k])
+                for key, value in out["images"].items():
+                    write_images(f"images/{key}", value, step)
+                for key, value in out["histograms"].items():
+                    write_histogram(f"labels/{key}", value.numpy(), step)
         self.summary_writer.flush()
 
     # -- figures

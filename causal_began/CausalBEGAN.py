@@ -22,22 +22,13 @@ import tensorflow as tf
 
 from causal_began.models import Discriminator, Generator, Labeler, default_data_format
 from errors import UserError
+from nets import Adam, draw_controller_labels, to_pixels, to_unit
 
 LABEL_LOSSES = ("squarediff", "absdiff", "xe")
 _LOGIT_EPS = 1e-4  # rounded fake labels are clipped to [eps, 1-eps] before taking logit
 
 
 # ----------------------------------------------------------------------------- losses
-def to_unit(images):
-    """[0, 255] -> [-1, 1], the scale the networks see."""
-    return images / 127.5 - 1.0
-
-
-def to_pixels(x):
-    """[-1, 1] -> [0, 255], clipped."""
-    return tf.clip_by_value((x + 1.0) * 127.5, 0.0, 255.0)
-
-
 def l1_loss(reconstruction, target):
     """BEGAN's image loss: mean absolute difference."""
     return tf.reduce_mean(tf.abs(reconstruction - target))
@@ -100,42 +91,6 @@ def measures(d_loss_real, d_loss_real_label, balance_k, balance_l, balance_z):
     complete = (d_loss_real + d_loss_real_label + tf.abs(balance_k) + tf.abs(balance_l)
                 + tf.abs(balance_z))
     return measure, complete
-
-
-# ----------------------------------------------------------------------------- Adam
-class Adam(tf.Module):
-    """Adam (Kingma & Ba; the TF1 formula) whose slots exist from construction.
-
-    ``apply`` runs in a cross-replica context (inside ``merge_call``) and updates each
-    device's copy with that device's (already averaged) gradient.
-    """
-
-    def __init__(self, variables, learning_rate: float, beta1: float = 0.9,
-                 beta2: float = 0.999, epsilon: float = 1e-8, name: str | None = None):
-        super().__init__(name=name)
-        self.learning_rate = tf.Variable(float(learning_rate), trainable=False,
-                                         name="learning_rate")
-        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
-        self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
-        self._vars = list(variables)
-        self.m = [tf.Variable(tf.zeros_like(v), trainable=False, name="m") for v in self._vars]
-        self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name="v") for v in self._vars]
-
-    def apply(self, extended, grads):
-        t = tf.cast(self.iterations + 1, tf.float32)
-        lr = (self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta2, t))
-              / (1.0 - tf.pow(self.beta1, t)))
-        b1, b2, eps = self.beta1, self.beta2, self.epsilon
-
-        def one(var, g, m, v, lr):
-            m_new = m.assign(b1 * m + (1.0 - b1) * g)
-            v_new = v.assign(b2 * v + (1.0 - b2) * tf.square(g))
-            return var.assign_sub(lr * m_new / (tf.sqrt(v_new) + eps))
-
-        updates = [extended.update(var, one, args=(g, m, v, lr), group=False)
-                   for var, g, m, v in zip(self._vars, grads, self.m, self.v, strict=True)]
-        with tf.control_dependencies(tf.nest.flatten(updates)):
-            extended.update(self.iterations, lambda it: it.assign_add(1), group=False)
 
 
 # ----------------------------------------------------------------------------- model
@@ -218,18 +173,7 @@ class CausalBEGAN(tf.Module):
 
     def draw_fake_labels(self, batch_size):
         """Labels from the frozen controller, prepared for G."""
-        cc = self.controller
-        if cc is None:
-            raise ValueError("CausalBEGAN needs a controller to draw labels; pass fake_labels.")
-        n_hidden = getattr(cc, "n_hidden", None)
-        if isinstance(batch_size, int) and n_hidden is not None:
-            # the controller's noise comes from this model's generator: one stream per
-            # replica, and its state is in the model's checkpoints
-            noise = self.rng.uniform([batch_size, len(cc.node_names), int(n_hidden)], -1.0, 1.0)
-            labels, _ = cc.sample(noise=noise)
-        else:
-            labels, _ = cc.sample(batch_size=batch_size)
-        return self.prepare_labels(labels)
+        return self.prepare_labels(draw_controller_labels(self.controller, self.rng, batch_size))
 
     def label_logits(self, images_unit, code):
         if self.labeler is not None:
@@ -251,17 +195,30 @@ class CausalBEGAN(tf.Module):
         """AE(x) in [0, 255] for images in [0, 255]."""
         return to_pixels(self.D(to_unit(images))[0])
 
-    def diagnostics(self, images, real_labels, fake_labels, z_gen):
-        """Images and probabilities for summaries: G, AE(G), AE(x), labeler outputs."""
+    def diagnostics(self, images, real_labels, controller_labels, z_gen):
+        """Images and label histograms for summaries: G, AE(G), AE(x), labeler outputs."""
         x = to_unit(images)
+        fake_labels = self.prepare_labels(controller_labels)
         g = self.G(tf.concat([fake_labels, z_gen], 1))
         recon, code = self.D(tf.concat([x, g], 0))
         logits = self.label_logits(tf.concat([x, g], 0), code)
         batch = tf.shape(x)[0]
-        return {"G": to_pixels(g), "AE_G": to_pixels(recon[batch:]),
-                "AE_x": to_pixels(recon[:batch]), "real_prob": tf.sigmoid(logits[:batch]),
-                "fake_prob": tf.sigmoid(logits[batch:]), "fake_labels": fake_labels,
-                "real_labels": real_labels}
+        return {"images": {"G": to_pixels(g), "AE_G": to_pixels(recon[batch:]),
+                           "AE_x": to_pixels(recon[:batch])},
+                "histograms": {"real_prob": tf.sigmoid(logits[:batch]),
+                               "fake_prob": tf.sigmoid(logits[batch:]),
+                               "fake_labels": fake_labels, "real_labels": real_labels}}
+
+    # -- what the Trainer shows and summarises
+    progress_keys = {"d": "d_loss", "g": "g_loss", "k_t": "k_t", "M": "measure"}
+
+    @staticmethod
+    def summary_group(key: str) -> str:
+        """The TensorBoard group of a metric."""
+        return ("margins" if key in ("k_t", "l_t", "z_t") else
+                "balance" if key.startswith("balance") else
+                "learning_rate" if key.endswith("_lr") else
+                "measure" if key.startswith("measure") else "loss")
 
     # -- training
     def _losses_and_grads(self, images, real_labels, fake_labels, z_gen, k_t, l_t, z_t):

@@ -19,6 +19,7 @@ import math
 import tensorflow as tf
 
 from errors import UserError
+from nets import Dense, glorot_uniform
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
@@ -40,30 +41,14 @@ def repeat_num_for(image_size: int) -> int:
     return int(math.log2(size)) - 2
 
 
-def _glorot(shape, fan_in: int, fan_out: int, name: str) -> tf.Variable:
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return tf.Variable(tf.random.uniform(shape, -limit, limit), name=name)
-
-
-class Dense(tf.Module):
-    """x @ w + b with Glorot-uniform w and zero b."""
-
-    def __init__(self, in_dim: int, out_dim: int, name: str | None = None):
-        super().__init__(name=name)
-        self.w = _glorot([in_dim, out_dim], in_dim, out_dim, "w")
-        self.b = tf.Variable(tf.zeros([out_dim]), name="b")
-
-    def __call__(self, x):
-        return tf.matmul(x, self.w) + self.b
-
-
 class Conv(tf.Module):
     """3x3 'SAME' convolution (kernel layout HWIO in both data formats), optional ELU."""
 
     def __init__(self, in_ch: int, out_ch: int, *, stride: int = 1, activation: bool = True,
                  data_format: str = CHANNELS_LAST, name: str | None = None):
         super().__init__(name=name)
-        self.kernel = _glorot([3, 3, in_ch, out_ch], 9 * in_ch, 9 * out_ch, "kernel")
+        self.kernel = tf.Variable(glorot_uniform([3, 3, in_ch, out_ch], 9 * in_ch, 9 * out_ch),
+                                  name="kernel")
         self.bias = tf.Variable(tf.zeros([out_ch]), name="bias")
         self.stride = stride
         self.activation = activation

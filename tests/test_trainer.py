@@ -146,10 +146,41 @@ def test_sample_dir_and_step_guess(tmp_path):
 
 
 # ----------------------------------------------------------------------------- trainer
-def test_dcgan_is_not_implemented_yet(data_dir, tmp_path):
-    config, cc_config, model_config = make_configs(data_dir, tmp_path, model_type="dcgan")
-    with pytest.raises(UserError, match="not implemented"):
-        trainer_module.Trainer(config, cc_config, model_config, GRAPH)
+def dcgan_config(**overrides):
+    """The dcgan flags of ORIGINAL.md 2.4, tiny sizes (16x16 images, widths 4)."""
+    values = dict(batch_size=4, label_specific_noise=False, fakeLabels_distribution="real_joint",
+                  label_type="continuous", round_fake_labels=True,
+                  type_input_to_generator="logits", df_dim=4, gf_dim=16, c_dim=3, z_dim=4,
+                  loss_function=1, critic_hidden_size=10, reconstr_loss=False, stab_proj=False,
+                  n_stab_proj=256, num_iter=10, learning_rate=0.0002, beta1=0.5,
+                  off_label_losses=False, pretrain_LabelerR=False,
+                  pretrain_LabelerR_no_of_iters=15000, lambda_m=0.05, lambda_k=0.05,
+                  lambda_l=0.001, gamma_m=-1.0, gamma_k=-1.0, gamma_l=-1.0, tau=3000.0,
+                  is_train=True, log_step=1)
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_dcgan_short_run_writes_figures_summaries_and_checkpoint(data_dir, tmp_path):
+    run = tmp_path / "run"
+    config, cc_config, _ = make_configs(data_dir, run, model_type="dcgan")
+    model_config = dcgan_config(num_iter=4, log_step=2)
+    trainer = trainer_module.Trainer(config, cc_config, model_config, GRAPH)
+    assert type(trainer.model).__name__ == "CausalGAN" and trainer.batch_size == 4
+    trainer.train_loop()
+    assert trainer.model_step == 4
+    assert (run / "image_diversity" / "4_G_diversity.png").is_file()
+    tags = read_events(run / "summaries")
+    for tag in ("loss/d_loss", "loss/g_loss", "loss/g_loss_labelerG", "margins/k_t",
+                "accuracy_real/Bald", "images/G", "labels/fake_prob"):
+        assert tag in tags, (tag, sorted(tags))
+    assert trainer.manager.latest_checkpoint.endswith("ckpt-4")
+
+
+def test_dcgan_image_side_must_match_gf_dim(data_dir, tmp_path):
+    config, cc_config, _ = make_configs(data_dir, tmp_path, model_type="dcgan")
+    with pytest.raises(UserError, match="--gf_dim 16"):
+        trainer_module.Trainer(config, cc_config, dcgan_config(gf_dim=32), GRAPH)
 
 
 def test_load_path_without_checkpoint_is_a_user_error(data_dir, tmp_path):

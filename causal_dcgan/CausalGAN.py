@@ -1,0 +1,473 @@
+"""CausalGAN (ORIGINAL.md 5.3): a DCGAN conditioned on causal-controller labels.
+
+``CausalGAN`` owns five networks (generator G, discriminator D, labeler on real images,
+anti-labeler on generated images, z-estimator on D's features), their five Adam
+optimizers, k_t and the step counter. The maths lives in the small pure functions at the
+top of this file; the class strings them together.
+
+One training iteration (``iteration_kind``): while ``--pretrain_LabelerR`` lasts, one
+labeler update; then on iterations divisible by 3 one G update followed by one update of
+all five networks (gradients from one forward pass), on the others two G updates. Each
+update draws fresh controller labels, label noise and z_gen; k_t decays once per
+iteration (as the reference's ``k_t_update``); the step counts iterations.
+
+Distribution: the update functions run in a replica context. Gradients and losses are
+averaged over replicas with one all-reduce, then a ``merge_call`` applies Adam to each
+device's copy. Batch statistics (batch norm, minibatch features) are taken per group of
+``batch_size`` rows, one tower's batch, so two towers make the same update as one device
+on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from causal_dcgan.models import ConvStack, Discriminator, Generator, pyramid
+from errors import UserError
+from nets import Adam, draw_controller_labels, to_pixels, to_unit
+
+LOSS_FUNCTIONS = range(6)
+TINY = 1e-6  # logit(p) = -log(1 / (p + TINY) - 1), the reference's guard
+LOW, HIGH = 0.3, 0.7  # label 0 -> 0.3, label 1 -> 0.7
+NOISE_TOWARD_MIDDLE = (5.0, 0.2)  # TruncExp(rate, right) pulling toward 0.5
+NOISE_TOWARD_TAILS = (15.0, 0.3)  # TruncExp(rate, right) pushing toward 0 and 1
+
+
+# ----------------------------------------------------------------------------- labels
+def truncated_exponential(uniform, rate: float, right: float):
+    """An Exp(rate) sample truncated to [0, right] from ``uniform`` ~ U[0, 1):
+    -log(U) / rate with U ~ U[exp(-rate * right), 1]."""
+    low = math.exp(-rate * right)
+    return -tf.math.log(1.0 - (1.0 - low) * uniform) / rate
+
+
+def label_values(labels01, s=None, t=None):
+    """Labels in [0, 1] -> 0.3 + 0.4 l, plus (continuous) the noise of one row:
+    l + ((0.5 - l) / 0.2) s + ((l - 0.5) / 0.2) t, with s, t of shape [B, 1]."""
+    values = LOW + (HIGH - LOW) * labels01
+    if s is None:
+        return values
+    return values + ((0.5 - values) / 0.2) * s + ((values - 0.5) / 0.2) * t
+
+
+def logit(p):
+    """The reference's logit of a label value: -log(1 / (p + TINY) - 1)."""
+    return -tf.math.log(1.0 / (p + TINY) - 1.0)
+
+
+# ----------------------------------------------------------------------------- losses
+def sxe(logits, targets):
+    """Sigmoid cross-entropy, elementwise."""
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+
+
+def gan_loss(kind: int, d_fake_logits):
+    """G's adversarial term: 0/3 -sxe(D(G),0)+sxe(D(G),1), 1/4 sxe(D(G),1), 2/5 -sxe(D(G),0)."""
+    ones, zeros = tf.ones_like(d_fake_logits), tf.zeros_like(d_fake_logits)
+    part = kind % 3
+    if part == 0:
+        return tf.reduce_mean(-sxe(d_fake_logits, zeros) + sxe(d_fake_logits, ones))
+    if part == 1:
+        return tf.reduce_mean(sxe(d_fake_logits, ones))
+    return tf.reduce_mean(-sxe(d_fake_logits, zeros))
+
+
+def labeler_loss_for_g(kind: int, fake_values, labeler_fake_logits):
+    """G's label term: 0-2 sxe(logit(noisy labels), sigmoid(labeler(G)));
+    3-5 sxe(labeler(G), noisy labels)."""
+    if kind < 3:
+        return tf.reduce_mean(sxe(logit(fake_values), tf.sigmoid(labeler_fake_logits)))
+    return tf.reduce_mean(sxe(labeler_fake_logits, fake_values))
+
+
+def anti_labeler_loss(fake_values, anti_fake_logits):
+    """g_lossLabels_GLabeler = mean sxe(logit(noisy labels), sigmoid(anti_labeler(G)));
+    the anti-labeler minimises it, G maximises it (weight k_t)."""
+    return tf.reduce_mean(sxe(logit(fake_values), tf.sigmoid(anti_fake_logits)))
+
+
+def d_loss_fn(d_real_logits, d_fake_logits):
+    """(d_loss, d_loss_real, d_loss_fake): mean sxe(D(x), 1) + mean sxe(D(G), 0)."""
+    real = tf.reduce_mean(sxe(d_real_logits, tf.ones_like(d_real_logits)))
+    fake = tf.reduce_mean(sxe(d_fake_logits, tf.zeros_like(d_fake_logits)))
+    return real + fake, real, fake
+
+
+def g_loss_fn(gan, labels_r, labels_g, on_z, k_t, off_label_losses=False, reconstr_loss=False):
+    """gan - k_t labels_g + labels_r (only gan with off_label_losses), + on_z with
+    reconstr_loss."""
+    loss = gan if off_label_losses else gan - k_t * labels_g + labels_r
+    return loss + on_z if reconstr_loss else loss
+
+
+def z_loss(z_gen, z_estimate):
+    """The z-estimator's loss, mean (z_gen - z_estimate)^2."""
+    return tf.reduce_mean(tf.square(z_gen - z_estimate))
+
+
+def decay_k(k_t, tau: float):
+    """k_t * exp(-1 / tau)."""
+    return k_t * math.exp(-1.0 / float(tau))
+
+
+def accuracy(logits, labels):
+    """Per-label fraction of rows where sign(logit) matches the rounded label."""
+    return tf.reduce_mean(tf.cast(tf.equal(logits > 0.0, labels > 0.5), tf.float32), axis=0)
+
+
+# ----------------------------------------------------------------------------- model
+class CausalGAN(tf.Module):
+    """The image model. Build it inside ``strategy.scope()`` when distributing.
+
+    Args (the same as CausalBEGAN's):
+      config: the dcgan flags (ORIGINAL 2.4 names).
+      label_names: the graph's labels, in the controller's order.
+      image_size: side of the square images; must equal --gf_dim (the reference's
+        generator draws gf_dim x gf_dim images).
+      channels: image channels (3, or 1 for grayscale).
+      controller: the causal controller; its labels feed G during training (frozen).
+      data_format: accepted for the common interface; CausalGAN is NHWC everywhere.
+      jit_compile: compile the forward/backward passes with XLA.
+      seed: initial weights and the model's random stream.
+    """
+
+    def __init__(self, config, label_names, image_size: int, channels: int = 3,
+                 controller=None, data_format: str | None = None, jit_compile: bool = False,
+                 seed: int | None = None):
+        super().__init__(name="CausalGAN")
+        if getattr(config, "label_specific_noise", False):
+            raise UserError("--label_specific_noise True is not implemented (nor was it in "
+                            "the reference); leave it False.")
+        if int(config.loss_function) not in LOSS_FUNCTIONS:
+            raise UserError(f"--loss_function {config.loss_function} is unknown: use 0..5.")
+        if int(image_size) != int(config.gf_dim):
+            raise UserError(
+                f"CausalGAN draws images of side --gf_dim ({config.gf_dim}) but "
+                f"--input_scale_size is {image_size}: give both the same value (e.g. "
+                f"--gf_dim {image_size}, or --input_scale_size {config.gf_dim}).")
+        if int(image_size) < 8:
+            raise UserError(f"--gf_dim {config.gf_dim}: CausalGAN needs images of side >= 8.")
+        self.config = config
+        self.label_names = list(label_names)
+        self.n_labels = len(self.label_names)
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.z_dim = int(config.z_dim)
+        self.batch_size = int(config.batch_size)  # rows that share batch statistics
+        self.controller = controller
+        self.continuous = config.label_type == "continuous"
+        init = (tf.random.Generator.from_seed(seed + 1) if seed is not None
+                else tf.random.Generator.from_non_deterministic_state())
+        group, d, size = self.batch_size, int(config.df_dim), self.image_size
+        self.G = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size, self.channels,
+                           group, init)
+        self.D = Discriminator(d, size, self.channels, group, bool(config.stab_proj),
+                               int(config.n_stab_proj), init)
+        self.labeler = ConvStack(d, size, self.channels, self.n_labels, group, init,
+                                 name="labeler")
+        self.anti_labeler = ConvStack(d, size, self.channels, self.n_labels, group, init,
+                                      name="anti_labeler")
+        self.z_estimator = ConvStack(d, pyramid(size)[2], 2 * d, self.z_dim, group, init,
+                                     name="z_estimator")
+        self.k_t = tf.Variable(1.0, trainable=False, name="k_t")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        adam = dict(learning_rate=config.learning_rate, beta1=config.beta1, beta2=0.999)
+        self.g_optimizer = Adam(self.G.trainable_variables, name="g_opt", **adam)
+        self.d_optimizer = Adam(self.D.trainable_variables, name="d_opt", **adam)
+        self.labeler_optimizer = Adam(self.labeler.trainable_variables, name="dl_opt", **adam)
+        self.anti_labeler_optimizer = Adam(self.anti_labeler.trainable_variables,
+                                           name="dgl_opt", **adam)
+        self.z_optimizer = Adam(self.z_estimator.trainable_variables, name="dz_opt", **adam)
+        # padding for generation: full batches of fixed individuals (see ``generate``)
+        self.pad_z = tf.Variable(init.uniform([group, self.z_dim], -1.0, 1.0),
+                                 trainable=False, name="pad_z")
+        n_hidden = getattr(controller, "n_hidden", None)
+        nodes = len(getattr(controller, "node_names", self.label_names))
+        self.pad_noise = tf.Variable(
+            init.uniform([group, nodes, int(n_hidden or 1)], -1.0, 1.0), trainable=False,
+            name="pad_noise")
+        self.pad_bits = tf.Variable(tf.round(init.uniform([group, self.n_labels])),
+                                    trainable=False, name="pad_bits")
+        self.rng = (tf.random.Generator.from_seed(seed) if seed is not None
+                    else tf.random.Generator.from_non_deterministic_state())
+        jit = bool(jit_compile)
+        self._g_grads = tf.function(self._g_losses_and_grads, jit_compile=jit)
+        self._all_grads = tf.function(self._all_losses_and_grads, jit_compile=jit)
+        self._labeler_grads = tf.function(self._labeler_loss_and_grads, jit_compile=jit)
+
+    # -- what the Trainer shows and summarises
+    progress_keys = {"d": "d_loss", "g": "g_loss", "k_t": "k_t"}
+
+    @staticmethod
+    def summary_group(key: str) -> str:
+        """The TensorBoard group of a metric."""
+        return "margins" if key == "k_t" else "loss"
+
+    # -- labels and inputs
+    def prepare_labels(self, labels):
+        """Controller labels as the model uses them (rounded when round_fake_labels)."""
+        labels = tf.stop_gradient(tf.convert_to_tensor(labels, tf.float32))
+        return tf.round(labels) if self.config.round_fake_labels else labels
+
+    def draw_z(self, batch_size):
+        """Image noise z_gen ~ U[-1, 1]^z_dim from the model's own generator."""
+        return self.rng.uniform([batch_size, self.z_dim], -1.0, 1.0)
+
+    def draw_fake_labels(self, batch_size):
+        """Labels from the frozen controller, prepared (rounded)."""
+        return self.prepare_labels(draw_controller_labels(self.controller, self.rng, batch_size))
+
+    def draw_label_noise(self, batch_size):
+        """(s, t) [B, 1] each: the continuous label noise of each row."""
+        u = self.rng.uniform([2, batch_size, 1])
+        return (truncated_exponential(u[0], *NOISE_TOWARD_MIDDLE),
+                truncated_exponential(u[1], *NOISE_TOWARD_TAILS))
+
+    def noisy_values(self, labels01):
+        """Prepared labels -> the values G is conditioned on in training (5.3)."""
+        if not self.continuous:
+            return label_values(labels01)
+        s, t = self.draw_label_noise(tf.shape(labels01)[0])
+        return label_values(labels01, s, t)
+
+    def generator_inputs(self, values, z_gen):
+        """concat(z_gen, logit(values) or values): noise first, as the reference."""
+        labels_in = logit(values) if self.config.type_input_to_generator == "logits" else values
+        return tf.concat([z_gen, labels_in], axis=1)
+
+    # -- generation
+    def _padding_values(self, count):
+        """Label values of ``count`` fixed padding individuals (noise-free)."""
+        cc = self.controller
+        if cc is not None and getattr(cc, "n_hidden", None) is not None:
+            labels, _ = cc.sample(noise=self.pad_noise)
+            labels = self.prepare_labels(labels)
+        else:
+            labels = self.pad_bits
+        return label_values(labels)[:count]
+
+    def generate(self, labels, z_gen=None, round_labels: bool | None = None):
+        """Images in [0, 255] (NHWC) for controller labels [N, n] and noise z_gen [N, z_dim].
+
+        Deterministic given z_gen (no label noise: labels map to 0.3 + 0.4 l), and
+        differentiable w.r.t. labels and z_gen when round_labels is False. round_labels
+        None follows --round_fake_labels. Batch norm takes batch statistics, so the rows
+        are padded to a multiple of batch_size with fixed individuals (controller labels
+        of fixed noise, fixed z_gen), which are dropped again: one image or a full batch
+        come from the same distribution.
+        """
+        labels = tf.convert_to_tensor(labels, tf.float32)
+        if round_labels is None:
+            labels = self.prepare_labels(labels)
+        elif round_labels:
+            labels = tf.round(labels)
+        n = tf.shape(labels)[0]
+        if z_gen is None:
+            z_gen = self.draw_z(n)
+        return to_pixels(self._generate_padded(labels, z_gen)[:n])
+
+    def _generate_padded(self, labels01, z_gen):
+        """G's images in [-1, 1] for the rows padded to a multiple of batch_size."""
+        n = tf.shape(labels01)[0]
+        pad = (-n) % self.batch_size
+        values = tf.concat([label_values(labels01), self._padding_values(pad)], axis=0)
+        z_all = tf.concat([tf.cast(z_gen, tf.float32), self.pad_z[:pad]], axis=0)
+        return self.G(self.generator_inputs(values, z_all))
+
+    def diagnostics(self, images, real_labels, controller_labels, z_gen):
+        """Images and label histograms for summaries: G, and the labeler's and D's
+        outputs on one replica's batch of real images and on generated images."""
+        x = to_unit(tf.convert_to_tensor(images, tf.float32))
+        fake01 = self.prepare_labels(controller_labels)
+        n = tf.shape(fake01)[0]
+        g = self._generate_padded(fake01, z_gen)
+        d_real, _ = self.D(x)
+        d_fake, _ = self.D(g)
+        return {"images": {"G": to_pixels(g[:n])},
+                "histograms": {"real_prob": tf.sigmoid(self.labeler(x)),
+                               "fake_prob": tf.sigmoid(self.labeler(g)[:n]),
+                               "fake_labels": fake01, "real_labels": real_labels,
+                               "d_real": tf.sigmoid(d_real), "d_fake": tf.sigmoid(d_fake[:n])}}
+
+    # -- losses and gradients (one replica's batch)
+    def _g_side(self, values, z_gen, k_t):
+        """G's forward and its losses from label values and z_gen."""
+        cfg = self.config
+        kind = int(cfg.loss_function)
+        g = self.G(self.generator_inputs(values, z_gen))
+        d_fake_logits, features = self.D(g)
+        labeler_fake = self.labeler(g)
+        anti_fake = self.anti_labeler(g)
+        on_z = z_loss(z_gen, tf.tanh(self.z_estimator(features)))
+        parts = {"g_lossGAN": gan_loss(kind, d_fake_logits),
+                 "g_loss_labelerR": labeler_loss_for_g(kind, values, labeler_fake),
+                 "g_loss_labelerG": anti_labeler_loss(values, anti_fake),
+                 "g_loss_on_z": on_z}
+        parts["g_loss"] = g_loss_fn(parts["g_lossGAN"], parts["g_loss_labelerR"],
+                                    parts["g_loss_labelerG"], on_z, k_t,
+                                    cfg.off_label_losses, cfg.reconstr_loss)
+        return g, d_fake_logits, labeler_fake, parts
+
+    def _g_losses_and_grads(self, values, z_gen, k_t):
+        with tf.GradientTape() as tape:
+            _, _, _, parts = self._g_side(values, z_gen, k_t)
+        return parts, tape.gradient(parts["g_loss"], self.G.trainable_variables)
+
+    def _all_losses_and_grads(self, images, real_labels, fake01, values, z_gen, k_t):
+        x = to_unit(images)
+        with tf.GradientTape(persistent=True) as tape:
+            g, d_fake_logits, labeler_fake, parts = self._g_side(values, z_gen, k_t)
+            d_real_logits, _ = self.D(x)
+            d_loss, d_real, d_fake = d_loss_fn(d_real_logits, d_fake_logits)
+            labeler_real = self.labeler(x)
+            labeler_loss = tf.reduce_mean(sxe(labeler_real, real_labels))
+        grads = [tape.gradient(parts["g_loss"], self.G.trainable_variables),
+                 tape.gradient(d_loss, self.D.trainable_variables),
+                 tape.gradient(labeler_loss, self.labeler.trainable_variables),
+                 tape.gradient(parts["g_loss_labelerG"], self.anti_labeler.trainable_variables),
+                 tape.gradient(parts["g_loss_on_z"], self.z_estimator.trainable_variables)]
+        del tape
+        metrics = dict(parts, d_loss=d_loss, d_loss_real=d_real, d_loss_fake=d_fake,
+                       d_loss_real_label=labeler_loss,
+                       accuracy_real=accuracy(labeler_real, real_labels),
+                       accuracy_fake=accuracy(labeler_fake, fake01))
+        return metrics, grads
+
+    def _labeler_loss_and_grads(self, images, real_labels):
+        with tf.GradientTape() as tape:
+            logits = self.labeler(to_unit(images))
+            loss = tf.reduce_mean(sxe(logits, real_labels))
+        metrics = {"d_loss_real_label": loss, "accuracy_real": accuracy(logits, real_labels)}
+        return metrics, tape.gradient(loss, self.labeler.trainable_variables)
+
+    # -- updates (replica context)
+    def _inputs(self, batch, fake_labels, z_gen):
+        fake01 = (self.draw_fake_labels(batch) if fake_labels is None
+                  else self.prepare_labels(fake_labels))
+        z = self.draw_z(batch) if z_gen is None else tf.convert_to_tensor(z_gen, tf.float32)
+        return fake01, self.noisy_values(fake01), z
+
+    @staticmethod
+    def _reduce(value):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+    def _optimizers(self):
+        return (self.g_optimizer, self.d_optimizer, self.labeler_optimizer,
+                self.anti_labeler_optimizer, self.z_optimizer)
+
+    def g_update(self, batch, fake_labels=None, z_gen=None):
+        """One G update; returns G's replica-averaged losses."""
+        _, values, z = self._inputs(batch, fake_labels, z_gen)
+        parts, grads = self._reduce(self._g_grads(values, z, tf.identity(self.k_t)))
+        tf.distribute.get_replica_context().merge_call(
+            lambda strategy, g: self.g_optimizer.apply(strategy.extended, g), args=(grads,))
+        return parts
+
+    def all_update(self, images, real_labels, fake_labels=None, z_gen=None):
+        """One update of all five networks from one forward pass."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        real_labels = tf.convert_to_tensor(real_labels, tf.float32)
+        fake01, values, z = self._inputs(_rows(images), fake_labels, z_gen)
+        metrics, grads = self._reduce(self._all_grads(images, real_labels, fake01, values, z,
+                                                      tf.identity(self.k_t)))
+
+        def apply(strategy, grads):
+            for optimizer, g in zip(self._optimizers(), grads, strict=True):
+                optimizer.apply(strategy.extended, g)
+
+        tf.distribute.get_replica_context().merge_call(apply, args=(grads,))
+        return metrics
+
+    def labeler_update(self, images, real_labels):
+        """One update of the labeler alone on real images."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        real_labels = tf.convert_to_tensor(real_labels, tf.float32)
+        metrics, grads = self._reduce(self._labeler_grads(images, real_labels))
+        tf.distribute.get_replica_context().merge_call(
+            lambda s, g: self.labeler_optimizer.apply(s.extended, g), args=(grads,))
+        return metrics
+
+    def _finish(self, decay: bool):
+        """Step + 1 and (decay) k_t * exp(-1/tau), on every device."""
+        tau = float(self.config.tau)
+
+        def apply(strategy):
+            ext = strategy.extended
+            if decay:
+                ext.update(self.k_t, lambda v: v.assign(decay_k(v, tau)), group=False)
+            ext.update(self.step, lambda v: v.assign_add(1), group=False)
+
+        tf.distribute.get_replica_context().merge_call(apply)
+        return {"k_t": tf.identity(self.k_t)}
+
+    # -- iterations (replica context); each returns replica-averaged metrics
+    def iteration_kind(self, step: int) -> str:
+        """'labeler' (pretraining the labeler), 'g_all' (step divisible by 3) or 'g_g'."""
+        cfg = self.config
+        if cfg.pretrain_LabelerR and step < int(cfg.pretrain_LabelerR_no_of_iters):
+            return "labeler"
+        return "g_all" if step % 3 == 0 else "g_g"
+
+    def iteration(self, kind: str, images, real_labels, fake_labels=None, z_gen=None):
+        """One training iteration of ``kind`` on one replica's batch.
+
+        Explicit fake_labels / z_gen (tests) are used by every update of the iteration.
+        """
+        if kind == "labeler":
+            metrics = self.labeler_update(images, real_labels)
+            metrics.update(self._finish(decay=False))
+            return metrics
+        rows = _rows(tf.convert_to_tensor(images))
+        self.g_update(rows, fake_labels, z_gen)
+        if kind == "g_all":
+            metrics = self.all_update(images, real_labels, fake_labels, z_gen)
+        else:
+            metrics = self.g_update(rows, fake_labels, z_gen)
+        metrics.update(self._finish(decay=True))
+        return metrics
+
+    def metric_template(self):
+        """Every metric an iteration may return, as NaN (shown until first computed)."""
+        nan = float("nan")
+        names = ("d_loss", "d_loss_real", "d_loss_fake", "d_loss_real_label", "g_loss",
+                 "g_lossGAN", "g_loss_labelerR", "g_loss_labelerG", "g_loss_on_z", "k_t")
+        out = {k: tf.constant(nan) for k in names}
+        out["accuracy_real"] = tf.fill([self.n_labels], nan)
+        out["accuracy_fake"] = tf.fill([self.n_labels], nan)
+        return out
+
+    def make_train_function(self, strategy=None):
+        """``fn(batch)`` running one iteration on every replica of ``strategy``.
+
+        ``batch`` is a (distributed) tuple ``(images, labels[, fake_labels, z_gen])``. The
+        iteration's kind is chosen from the step (``iteration_kind``); each kind is one
+        compiled function. The result holds every metric: those the iteration did not
+        compute keep their last values (NaN before the first).
+        """
+        strategy = strategy or tf.distribute.get_strategy()
+
+        def compiled(kind):
+            @tf.function
+            def run(batch):
+                out = strategy.run(lambda *b: self.iteration(kind, *b), args=tuple(batch))
+                return tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], out)
+            return run
+
+        functions = {kind: compiled(kind) for kind in ("labeler", "g_all", "g_g")}
+        last = self.metric_template()
+
+        def train(batch):
+            kind = self.iteration_kind(int(self.step.numpy()))
+            last.update(functions[kind](batch))
+            return dict(last)
+
+        train.functions = functions
+        return train
+
+
+def _rows(x):
+    """The static number of rows when known, else the dynamic one."""
+    return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]

@@ -1,0 +1,124 @@
+"""The networks of CausalGAN (ORIGINAL.md 5.3): generator, discriminator, labelers, z-estimator.
+
+Widths: ``gf_dim`` (g) for the generator, ``df_dim`` (d) for the rest. Sides follow a
+'SAME' stride-2 pyramid: ``s, s/2, s/4, s/8, s/16`` (rounded up). Every network takes and
+returns NHWC tensors; batch statistics are per group of ``group`` rows (causal_dcgan/ops.py).
+
+    Generator     linear -> s/16 x s/16 x 8g, BN, relu; transposed convs to 4g, 2g, g
+                  (BN, relu each) and to ``channels`` with tanh.
+    Discriminator conv d + lrelu (or a fixed random projection to n_stab_proj channels);
+                  conv 2d + BN + lrelu (the z-estimator's input); minibatch features;
+                  conv 4d, conv 8d (BN + lrelu); linear to one logit.
+    ConvStack     conv d + lrelu; conv 2d, 4d, 8d (BN + lrelu); linear to ``out_dim``:
+                  the labeler, the anti-labeler and (on D's features, then tanh) the
+                  z-estimator.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from causal_dcgan.ops import BatchNorm, Conv, Deconv, minibatch_similarity, out_size
+from nets import Dense, lrelu
+
+MB_KERNELS = 300   # minibatch-discrimination kernels
+MB_DIMS = 50       # dimensions per kernel
+
+
+def pyramid(size: int, steps: int = 4) -> list[int]:
+    """[size, size/2, ..., size/2**steps] with 'SAME' rounding."""
+    sides = [int(size)]
+    for _ in range(steps):
+        sides.append(out_size(sides[-1]))
+    return sides
+
+
+class Generator(tf.Module):
+    """concat(z_gen, label inputs) -> images in [-1, 1], [B, size, size, channels]."""
+
+    def __init__(self, in_dim: int, gf_dim: int, size: int, channels: int, group: int,
+                 rng=None):
+        super().__init__(name="generator")
+        g = int(gf_dim)
+        self.sides = pyramid(size)                  # s, s2, s4, s8, s16
+        self.base = (self.sides[4], 8 * g)
+        self.fc = Dense(in_dim, self.sides[4] ** 2 * 8 * g, stddev=0.02, rng=rng, name="h0_lin")
+        self.bn0 = BatchNorm(8 * g, group, name="bn0")
+        widths = [8 * g, 4 * g, 2 * g, g, channels]
+        self.deconvs = [Deconv(widths[i], widths[i + 1], rng, name=f"h{i + 1}")
+                        for i in range(4)]
+        self.bns = [BatchNorm(widths[i + 1], group, name=f"bn{i + 1}") for i in range(3)]
+
+    def __call__(self, z):
+        side, ch = self.base
+        h = tf.nn.relu(self.bn0(tf.reshape(self.fc(z), [-1, side, side, ch])))
+        for i, deconv in enumerate(self.deconvs):
+            h = deconv(h, self.sides[3 - i])
+            h = tf.nn.relu(self.bns[i](h)) if i < 3 else tf.tanh(h)
+        return h
+
+
+class Discriminator(tf.Module):
+    """images [-1, 1] -> (logit [B, 1], second-layer features [B, s/4, s/4, 2d])."""
+
+    def __init__(self, df_dim: int, size: int, channels: int, group: int,
+                 stab_proj: bool = False, n_stab_proj: int = 256, rng=None):
+        super().__init__(name="discriminator")
+        d, self.group = int(df_dim), int(group)
+        sides = pyramid(size)
+        self.stab_proj = bool(stab_proj)
+        first = int(n_stab_proj) if stab_proj else d
+        # with stab_proj the first layer is a fixed random projection, never trained
+        self.h0 = Conv(channels, first, rng, trainable=not stab_proj,
+                       name="stab_proj" if stab_proj else "h0")
+        self.h1 = Conv(first, 2 * d, rng, name="h1")
+        self.bn1 = BatchNorm(2 * d, group, name="bn1")
+        self.mb0 = Conv(2 * d, d, rng, name="mb0")
+        self.mb1 = Conv(d, d, rng, name="mb1")
+        self.mb_lin = Dense(sides[4] ** 2 * d, MB_KERNELS * MB_DIMS, stddev=0.02, rng=rng,
+                            name="mb_lin")
+        self.h2 = Conv(2 * d + MB_KERNELS, 4 * d, rng, name="h2")
+        self.bn2 = BatchNorm(4 * d, group, name="bn2")
+        self.h3 = Conv(4 * d, 8 * d, rng, name="h3")
+        self.bn3 = BatchNorm(8 * d, group, name="bn3")
+        self.out = Dense(sides[4] ** 2 * 8 * d, 1, stddev=0.02, rng=rng, name="h4_lin")
+
+    def minibatch_features(self, h1):
+        """h1 with MB_KERNELS similarity channels appended (tiled over its positions)."""
+        m = self.mb1(lrelu(self.mb0(h1)))
+        m = tf.reshape(m, [-1, m.shape[1] * m.shape[2] * m.shape[3]])
+        activation = tf.reshape(self.mb_lin(m), [-1, MB_KERNELS, MB_DIMS])
+        features = minibatch_similarity(activation, self.group)
+        tiled = tf.tile(features[:, None, None, :], [1, h1.shape[1], h1.shape[2], 1])
+        return tf.concat([h1, tiled], axis=3)
+
+    def __call__(self, x):
+        h0 = self.h0(x)
+        if not self.stab_proj:
+            h0 = lrelu(h0)
+        h1 = lrelu(self.bn1(self.h1(h0)))
+        h = self.minibatch_features(h1)
+        h = lrelu(self.bn2(self.h2(h)))
+        h = lrelu(self.bn3(self.h3(h)))
+        flat = tf.reshape(h, [-1, h.shape[1] * h.shape[2] * h.shape[3]])
+        return self.out(flat), h1
+
+
+class ConvStack(tf.Module):
+    """The four-conv stack with a linear head: labeler, anti-labeler, z-estimator."""
+
+    def __init__(self, df_dim: int, in_size: int, in_channels: int, out_dim: int, group: int,
+                 rng=None, name: str | None = None):
+        super().__init__(name=name)
+        d = int(df_dim)
+        sides = pyramid(in_size)
+        self.h0 = Conv(in_channels, d, rng, name="h0")
+        self.convs = [Conv(d * 2 ** i, d * 2 ** (i + 1), rng, name=f"h{i + 1}") for i in range(3)]
+        self.bns = [BatchNorm(d * 2 ** (i + 1), group, name=f"bn{i + 1}") for i in range(3)]
+        self.out = Dense(sides[4] ** 2 * 8 * d, out_dim, stddev=0.02, rng=rng, name="lin")
+
+    def __call__(self, x):
+        h = lrelu(self.h0(x))
+        for conv, bn in zip(self.convs, self.bns, strict=True):
+            h = lrelu(bn(conv(h)))
+        return self.out(tf.reshape(h, [-1, h.shape[1] * h.shape[2] * h.shape[3]]))

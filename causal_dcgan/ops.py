@@ -1,0 +1,107 @@
+"""Layers of CausalGAN's networks (ORIGINAL.md 5.3), NHWC, plain tf.Variable weights.
+
+    Conv(in_ch, out_ch)          5x5 stride-2 'SAME' convolution, weights N(0, 0.02) truncated
+    Deconv(in_ch, out_ch)        5x5 stride-2 transposed convolution, weights N(0, 0.02)
+    BatchNorm(channels, group)   batch statistics (eps 1e-5, with scale), per group of rows
+    minibatch_similarity(a, group)   exp(-L1) similarity to the other rows of the group
+
+Batch statistics are taken over groups of ``group`` consecutive rows: one group is one
+tower's batch in the reference (and one call of a network there: D on real images and D
+on generated ones had their own statistics). So a batch of two groups on one device
+computes exactly what two towers of one group each compute, and the images and the
+generated images can share one call. The reference never used its moving averages (batch
+norm always ran in training mode), so none are kept.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from nets import normal
+
+WEIGHT_STDDEV = 0.02  # every conv, transposed conv and linear layer (the DCGAN recipe)
+BN_EPSILON = 1e-5
+KERNEL = 5
+STRIDE = 2
+
+
+def out_size(size: int, stride: int = STRIDE) -> int:
+    """Side after a 'SAME' convolution of this stride (the ceiling of size / stride)."""
+    return -(-int(size) // stride)
+
+
+class Conv(tf.Module):
+    """5x5 stride-2 'SAME' convolution plus bias; ``trainable=False`` keeps it fixed."""
+
+    def __init__(self, in_ch: int, out_ch: int, rng=None, trainable: bool = True,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.kernel = tf.Variable(
+            normal([KERNEL, KERNEL, in_ch, out_ch], WEIGHT_STDDEV, rng, truncated=True),
+            trainable=trainable, name="kernel")
+        self.bias = tf.Variable(tf.zeros([out_ch]), trainable=trainable, name="bias")
+
+    def __call__(self, x):
+        return tf.nn.bias_add(tf.nn.conv2d(x, self.kernel, STRIDE, "SAME"), self.bias)
+
+
+class Deconv(tf.Module):
+    """5x5 stride-2 'SAME' transposed convolution (side doubled, or to ``out_side``)."""
+
+    def __init__(self, in_ch: int, out_ch: int, rng=None, name: str | None = None):
+        super().__init__(name=name)
+        # filter layout of conv2d_transpose: [h, w, out_channels, in_channels]
+        self.kernel = tf.Variable(normal([KERNEL, KERNEL, out_ch, in_ch], WEIGHT_STDDEV, rng),
+                                  name="kernel")
+        self.bias = tf.Variable(tf.zeros([out_ch]), name="bias")
+        self.out_ch = int(out_ch)
+
+    def __call__(self, x, out_side: int):
+        shape = tf.stack([tf.shape(x)[0], out_side, out_side, self.out_ch])
+        y = tf.nn.conv2d_transpose(x, self.kernel, shape, STRIDE, "SAME")
+        y = tf.nn.bias_add(y, self.bias)
+        return tf.ensure_shape(y, [None, out_side, out_side, self.out_ch])
+
+
+def group_rows(x, group: int):
+    """[G*group, ...] -> [G, group, ...] (``group`` rows share their batch statistics)."""
+    return tf.reshape(x, tf.concat([[-1, group], tf.shape(x)[1:]], 0))
+
+
+class BatchNorm(tf.Module):
+    """Batch normalisation with the statistics of each group of ``group`` rows (NHWC)."""
+
+    def __init__(self, channels: int, group: int, name: str | None = None):
+        super().__init__(name=name)
+        self.gamma = tf.Variable(tf.ones([channels]), name="gamma")
+        self.beta = tf.Variable(tf.zeros([channels]), name="beta")
+        self.group = int(group)
+
+    def __call__(self, x):
+        shape = tf.shape(x)
+        if x.shape[0] is not None and x.shape[0] == self.group:
+            y, _, _, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=self.gamma, offset=self.beta, mean=tf.zeros([0]),
+                variance=tf.zeros([0]), epsilon=BN_EPSILON, is_training=True)
+            return y
+        g = group_rows(x, self.group)
+        mean, var = tf.nn.moments(g, axes=[1, 2, 3], keepdims=True)
+        y = (g - mean) * (tf.math.rsqrt(var + BN_EPSILON) * self.gamma) + self.beta
+        return tf.reshape(y, shape)
+
+
+def minibatch_similarity(activation, group: int):
+    """Minibatch-discrimination features (Salimans et al. 2016) per group of rows.
+
+    ``activation`` is [B, kernels, dims]; row i's feature for kernel k is
+    sum over the other rows j of its group of exp(-||a_ik - a_jk||_1), divided by
+    group * (group - 1): the reference's normaliser (the sum of its off-diagonal mask),
+    i.e. the mean over the other rows, scaled by 1 / group.
+    """
+    a = group_rows(activation, group)                       # [G, g, K, D]
+    diff = a[:, :, None, :, :] - a[:, None, :, :, :]        # [G, g, g, K, D]
+    similarity = tf.exp(-tf.reduce_sum(tf.abs(diff), axis=-1))  # [G, g, g, K]
+    others = 1.0 - tf.eye(group)[None, :, :, None]
+    total = tf.reduce_sum(similarity * others, axis=2)     # [G, g, K]
+    features = total / float(max(group * (group - 1), 1))
+    return tf.reshape(features, [-1, activation.shape[1]])
