@@ -91,3 +91,11 @@ def guess_model_step(path) -> int | None:
     name = re.sub(r"\.(index|data-\d+-of-\d+)$", "", name)
     match = _STEP.search(name)
     return int(match.group(1)) if match else None
+
+
+def figure_dir(model_dir, out=None, name: str = "figures") -> Path:
+    """Where a figure command writes: ``out`` when given, else ``<model_dir>/figures/<name>``
+    (created either way)."""
+    folder = Path(out) if out else Path(model_dir) / "figures" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
