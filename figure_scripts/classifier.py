@@ -283,17 +283,27 @@ def load_images(dataset_dir, attr: pd.DataFrame, image_size: int, channels: int,
     from tqdm import tqdm
 
     data_loader.check_images(dataset_dir, attr)
-    batch = min(100, len(attr))
-    attr = attr.iloc[: len(attr) // batch * batch]
-    ds = data_loader.image_dataset(
-        dataset_dir, attr, list(attr.columns), batch, scale_size=image_size, is_crop=True,
-        resize_method=RESIZE_METHOD, grayscale=channels == 1, seed=0, shuffle=False,
-        flip=False, repeat=False)
+    batch = 100
+    whole = len(attr) // batch * batch
+    # the pipeline keeps whole batches only: the remainder goes as one smaller batch
+    parts = [(rows, size) for rows, size in ((attr.iloc[:whole], batch),
+                                             (attr.iloc[whole:], len(attr) - whole))
+             if len(rows)]
     images, labels = [], []
-    for x, y in tqdm(ds, total=len(attr) // batch, desc=desc, unit="batch", disable=not progress,
-                     leave=False):
-        images.append(x.numpy().astype(np.float16))
-        labels.append(y.numpy())
+    bar = tqdm(total=len(attr), desc=desc, unit="img", disable=not progress, leave=False)
+    with bar:
+        for rows, size in parts:
+            ds = data_loader.image_dataset(
+                dataset_dir, rows, list(rows.columns), size, scale_size=image_size,
+                is_crop=True, resize_method=RESIZE_METHOD, grayscale=channels == 1, seed=0,
+                shuffle=False, flip=False, repeat=False)
+            for x, y in ds:
+                images.append(x.numpy().astype(np.float16))
+                labels.append(y.numpy())
+                bar.update(len(x))
+    if not images:
+        return (np.zeros([0, image_size, image_size, channels], np.float16),
+                np.zeros([0, attr.shape[1]], np.float32))
     return np.concatenate(images), np.concatenate(labels).astype(np.float32)
 
 

@@ -926,8 +926,10 @@ def summary_text(result: Mapping, out) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from figure_scripts.classifier import TrainingPlan
     from figure_scripts.run import add_run_arguments
 
+    plan = TrainingPlan()
     parser = argparse.ArgumentParser(
         prog="python -m figure_scripts fidelity",
         description="The causal-fidelity report of a saved run: an independent attribute "
@@ -936,7 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compared with the truth and the data. Writes report.md, summary.json, CSV tables "
         "and plots into <run>/fidelity/ and prints the targets with PASS/FAIL.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_run_arguments(parser, out_help="Output folder (default: <run>/fidelity).")
+    add_run_arguments(parser, out_help="Output folder; empty: <run>/fidelity.")
     parser.add_argument("--n", type=int, default=1000,
                         help="Generated images per measurement (label consistency, each "
                         "do/cond of the headline pairs, diversity).")
@@ -945,13 +947,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retrain_classifier", action="store_true",
                         help="Train the attribute classifier again even if one is cached.")
     parser.add_argument("--classifier_dir", default="",
-                        help="Cache folder of the classifiers (default: "
-                        "<dataset>/classifiers).")
-    parser.add_argument("--classifier_images", type=int, default=None,
-                        help="Training images of a newly trained classifier (default "
-                        "8000).")
-    parser.add_argument("--classifier_steps", type=int, default=None,
-                        help="Optimizer steps of a newly trained classifier (default 1000).")
+                        help="Cache folder of the classifiers; empty: <dataset>/classifiers.")
+    parser.add_argument("--classifier_images", type=int, default=plan.n_train,
+                        help="Training images of a newly trained classifier.")
+    parser.add_argument("--classifier_steps", type=int, default=plan.steps,
+                        help="Optimizer steps of a newly trained classifier.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     return parser
 
@@ -962,6 +962,9 @@ def main(argv=None) -> int:
         raise UserError(f"--n must be at least 2 images; got {args.n}.")
     if args.label_samples < 1:
         raise UserError(f"--label_samples must be positive; got {args.label_samples}.")
+    if args.classifier_images < 1 or args.classifier_steps < 1:
+        raise UserError("--classifier_images and --classifier_steps must be positive; got "
+                        f"{args.classifier_images} and {args.classifier_steps}.")
     from figure_scripts import classifier as classifier_module
     from figure_scripts.run import load_run
 
@@ -970,11 +973,8 @@ def main(argv=None) -> int:
     classifier = None
     model = getattr(trainer, "model", None)
     if model is not None:
-        plan = classifier_module.TrainingPlan()
-        if args.classifier_images:
-            plan.n_train = int(args.classifier_images)
-        if args.classifier_steps:
-            plan.steps = int(args.classifier_steps)
+        plan = classifier_module.TrainingPlan(n_train=args.classifier_images,
+                                              steps=args.classifier_steps)
         classifier = classifier_module.get_classifier(
             trainer.dataset_dir, int(trainer.config.input_scale_size), int(model.channels),
             seed=args.seed, progress=progress, cache_dir=args.classifier_dir or None,

@@ -114,6 +114,23 @@ def test_classifier_trains_on_a_tiny_rendered_set_beats_chance_and_is_cached(cla
     assert clf_module.get_classifier(data_dir / "toyfaces", 8, train_if_missing=False) is None
 
 
+def test_on_real_data_the_classifier_trains_on_its_images_and_flags_small_subgroups(
+        tmp_path, data_dir):
+    import shutil
+
+    folder = tmp_path / "photos"  # not the toy faces: no scm.json beside the attributes
+    shutil.copytree(data_dir / "toyfaces" / "images", folder / "images")
+    shutil.copy(data_dir / "toyfaces" / "list_attr_celeba.txt", folder)
+    assert not clf_module.is_toy_dataset(folder)
+    plan = clf_module.TrainingPlan(n_train=200, steps=20, batch_size=16, n_data_test=100)
+    trained = clf_module.get_classifier(folder, 8, progress=False, plan=plan)
+    info = trained.info
+    assert "class-balanced" in info["training_data"] and "balanced" not in info["scores"]
+    held = clf_module.heldout_mask(_attr(folder).index)
+    assert info["train_images"] == (~held).sum() and info["eval_images"]["data"] == held.sum()
+    assert all(row["too_small"] for row in info["subgroups"]["data"])
+
+
 def test_classifier_errors_are_user_errors(tmp_path, classifier):
     folder = tmp_path / "noimages"
     folder.mkdir()
@@ -145,8 +162,14 @@ def test_label_part_against_a_controller_with_known_truth():
     assert summary["do_tvd_exact_max"] < 0.05
     assert summary["cond_abs_error_vs_data_max"] < 0.1
     assert summary["conditions_not_found"] == []
+    assert summary["truth"] == "scm.json (exact)"
     targets = {t["name"]: t for t in fidelity.evaluate_targets(None, [], None, table)}
     assert targets["controller P(Male | Bald=1)"]["status"] == "PASS"
+
+    # without an exact model (real data) the truth is marked unavailable
+    table_no_truth, no_truth = fidelity.controller_fidelity(sampler, data, None, n=2000,
+                                                            progress=False)
+    assert no_truth["truth"] == "unavailable" and table_no_truth["do_truth"].isna().all()
 
     # a controller that answers do() by conditioning is caught
     wrong = fidelity.LabelSampler(ExactController(scm, names, confuse_do_with_cond=True), names,
@@ -165,6 +188,54 @@ def test_a_condition_the_controller_never_meets_is_skipped_not_waited_for():
     assert len(sampler(1000, 1, cond={"Bald": 1})) == 0
     assert time.perf_counter() - start < 1
     assert len(sampler(1000, 1, cond={"Male": 1})) == 1000
+
+
+class RenderingModel:
+    """A perfect image model: it draws the toy face of the labels it is given (the same
+    crop and resize as the pipeline), the image noise choosing the nuisance."""
+
+    z_dim, channels = 1, 3
+
+    def generate(self, labels, z_gen=None):
+        import tensorflow as tf
+
+        def render(labels, z):
+            faces = []
+            for row, noise in zip(labels.numpy(), z.numpy()[:, 0], strict=True):
+                face = toy_faces.render_face(
+                    dict(zip(toy_faces.NODES, (int(v > 0.5) for v in row), strict=True)),
+                    np.random.default_rng(int((noise + 1) * 1e9)))
+                left, top = toy_faces.CROP_LEFT, toy_faces.CROP_TOP
+                faces.append(np.asarray(face.crop((left, top, left + 108, top + 108))))
+            return tf.image.resize(np.stack(faces), [SIZE, SIZE], method="area")
+
+        return tf.py_function(render, [labels, z_gen], tf.float32)
+
+
+def test_image_part_reads_a_perfect_renderer_under_the_exact_model_as_the_truth(
+        classifier, data_dir):
+    scm = toy_faces.default_scm()
+    folder = data_dir / "toyfaces"
+    trainer = SimpleNamespace(
+        label_names=list(scm.nodes), attr=_attr(folder), dataset_dir=folder, model_dir="x",
+        cc=ExactController(scm, scm.nodes), model=RenderingModel(), graph=scm.graph,
+        config=SimpleNamespace(input_scale_size=SIZE))
+    result = fidelity.build_report(trainer, n=150, label_samples=3000, progress=False,
+                                   classifier=classifier)
+    pairs = {(p["target"], p["node"]): p for p in result["pairs"]}
+    male_bald, male_lipstick = pairs["Male", "Bald"], pairs["Male", "Wearing_Lipstick"]
+    # the tiny classifier reads Male right ~94% of the time (bald women less often): loose
+    # bounds around the truth, but the separations are wide
+    assert male_bald["do_images"] == pytest.approx(0.422, abs=0.2)
+    assert male_bald["cond_images"] > 0.75
+    assert male_bald["cond_images"] - male_bald["do_images"] > 0.25
+    assert male_lipstick["do_images"] == pytest.approx(0.422, abs=0.15)
+    assert male_lipstick["cond_images"] < 0.2
+    assert pairs["Bald", "Bald"]["do_images"] > 0.75
+    assert "separate in the right direction" in male_lipstick["verdict"]
+    consistency = result["consistency"].set_index("label")["balanced_accuracy"]
+    assert consistency["Male"] > 0.85 and consistency.mean() > 0.7
+    assert result["diversity"]["ratio"] == pytest.approx(1.0, abs=0.2)
 
 
 # ----------------------------------------------------------------------------- diversity
