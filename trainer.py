@@ -463,6 +463,29 @@ class Trainer:
         self.sample_diversity()
         if with_small_grids:
             self.causal_sampling([2, 10])
+        self.write_consistency()
+
+    def write_consistency(self) -> dict:
+        """Label consistency of generated images read by the independent classifier of the
+        fidelity report, as ``fidelity/consistency_<label>`` scalars; nothing when no
+        classifier is cached for this data set and size (``python -m figure_scripts
+        fidelity`` trains one)."""
+        from figure_scripts.fidelity import consistency_scalars
+
+        try:
+            values = consistency_scalars(self)
+        except Exception as err:  # a figure step must never end a long run
+            log.warning("label consistency not measured: %s", str(err).splitlines()[0][:200])
+            return {}
+        step = self.overall_step()
+        with self.summary_writer.as_default():
+            for name, value in values.items():
+                write_scalar(f"fidelity/consistency_{name}", value, step)
+        if values:
+            log.info("label consistency (independent classifier): mean %.3f, lowest %s %.3f",
+                     float(np.mean(list(values.values()))), *min(values.items(),
+                                                                  key=lambda kv: kv[1]))
+        return values
 
     # -- summaries
     def write_summaries(self, metrics, batch=None) -> None:
