@@ -10,7 +10,7 @@ Writes into ``<run>/figures/distributions/`` (or ``--out``):
     <step>_do_cond_<X>.<ext>     those numbers as bars, one panel per v
     <step>_logit_sweep.csv       P(Y=1) of every label as X's logit is set to each of
                                  --sweep values (do on the logit)
-    <step>_logit_sweep.<ext>     one panel per X: its descendants' curves (X itself dashed)
+    <step>_logit_sweep.<ext>     one panel per X that has descendants: their curves (X dashed)
 
 Means are of rounded labels (P(Y=1)), as in the TVD. The truth is exact, by enumeration,
 when the data set folder holds the toy faces' ``scm.json``; elsewhere it is left empty.
@@ -31,7 +31,13 @@ import pandas as pd
 
 from errors import UserError
 from figure_scripts.run import add_run_arguments, load_run
-from figure_scripts.sample import DEFAULT_CONDITION, check_nodes, descendants, sample
+from figure_scripts.sample import (
+    DEFAULT_CONDITION,
+    MAX_FAILURES,
+    check_nodes,
+    descendants,
+    sample,
+)
 from figure_scripts.utils import figure_dir
 
 log = logging.getLogger(__name__)
@@ -75,8 +81,11 @@ def _ones(labels: np.ndarray) -> np.ndarray:
 
 def do_cond_table(trainer, n: int = 20_000, on_logits: bool = False,
                   cond_value: float = DEFAULT_CONDITION, nodes=None, seed: int = 0,
-                  progress: bool = True) -> pd.DataFrame:
-    """The do/cond table described in the module docstring (one row per node, v, label)."""
+                  progress: bool = True, max_failures: int = MAX_FAILURES) -> pd.DataFrame:
+    """The do/cond table described in the module docstring (one row per node, v, label).
+
+    A condition the controller (almost) never meets costs n * max_failures draws before
+    its rows are given up; lower ``max_failures`` to give up sooner."""
     from tqdm import tqdm
 
     cc = trainer.cc
@@ -89,7 +98,7 @@ def do_cond_table(trainer, n: int = 20_000, on_logits: bool = False,
     for x in tqdm(nodes, desc="do/cond means", disable=not progress, dynamic_ncols=True):
         common = dict(N=n, on_logits=on_logits, images=False, seed=seed, batch_size=CHUNK)
         do = sample(trainer, do_dict={x: [1, 0]}, **common)
-        obs = sample(trainer, cond_dict={x: cond}, **common)
+        obs = sample(trainer, cond_dict={x: cond}, max_failures=max_failures, **common)
         j = names.index(x)
         for c, v in enumerate((1, 0)):
             model_do = _ones(do.labels[do.rows(c)])
@@ -168,8 +177,10 @@ def plot_do_cond(table: pd.DataFrame, node: str, path) -> Path:
 
 
 def plot_sweep(table: pd.DataFrame, cc, path) -> Path:
-    """One panel per swept node: its descendants' P(Y=1) against its logit."""
+    """One panel per swept node with descendants: their P(Y=1) (and the node's own,
+    dashed) against its logit. Leaves have nothing downstream and get no panel."""
     nodes = list(dict.fromkeys(table["node"]))
+    nodes = [x for x in nodes if descendants(cc, x)] or nodes
     cols = min(3, len(nodes))
     rows = -(-len(nodes) // cols)
     fig = _figure(4.2 * cols, 3.2 * rows)
@@ -192,14 +203,15 @@ def plot_sweep(table: pd.DataFrame, cc, path) -> Path:
 def distributions(trainer, n: int = 20_000, sweep_n: int = 2000, sweep=SWEEP, nodes=None,
                   on_logits: bool = False, cond_value: float = DEFAULT_CONDITION,
                   seed: int = 0, out=None, figure_ext: str | None = None,
-                  progress: bool = True) -> list:
+                  progress: bool = True, max_failures: int = MAX_FAILURES) -> list:
     """Write both tables and their plots (module docstring); returns the paths."""
     if n < 1 or sweep_n < 1:
         raise UserError(f"--n and --sweep_n must be at least 1; got {n} and {sweep_n}.")
     ext = figure_ext or trainer.figure_ext
     folder = figure_dir(trainer.model_dir, out, "distributions")
     step = trainer.overall_step()
-    table = do_cond_table(trainer, n, on_logits, cond_value, nodes, seed, progress)
+    table = do_cond_table(trainer, n, on_logits, cond_value, nodes, seed, progress,
+                          max_failures)
     written = [folder / f"{step}_do_cond_means.csv"]
     table.to_csv(written[0], index=False, float_format="%.4f")
     for x in dict.fromkeys(table["node"]):
@@ -227,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Use the logit rules (median do, condition beyond +-cond_value).")
     parser.add_argument("--cond_value", type=float, default=DEFAULT_CONDITION,
                         help="With --on_logits: X=1 means logit > this, X=0 logit < -this.")
+    parser.add_argument("--max_failures", type=int, default=MAX_FAILURES,
+                        help="Draws after which a conditional row is given up (a condition "
+                             "never met costs n times this).")
     return parser
 
 
@@ -234,6 +249,7 @@ def main(argv) -> int:
     args = build_parser().parse_args(argv)
     trainer = load_run(args.load_path)
     paths = distributions(trainer, args.n, args.sweep_n, args.sweep, args.nodes, args.on_logits,
-                          args.cond_value, args.seed, args.out or None, args.figure_ext)
+                          args.cond_value, args.seed, args.out or None, args.figure_ext,
+                          max_failures=args.max_failures)
     print(f"distributions: wrote {len(paths)} files to {paths[0].parent}")
     return 0

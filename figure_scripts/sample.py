@@ -364,6 +364,7 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
             if not len(failed):
                 break
             # redraw every failing row several times at once; each try is one failure
+            bar.set_postfix(redrawing=len(failed), tries=int(fails.max()))
             tries = np.minimum(max(1, _ROUND_DRAWS // len(failed)), max_failures - fails)
             cand = np.repeat(failed, tries)
             lab, lgt = forward(cand, noise_seed=int(redraw_rng.integers(2**31 - 1)))

@@ -7,7 +7,7 @@ every 10 * log_step iterations. Each run is one line, labelled with its folder a
 as in the paper's convergence figure. Writes ``tvd.<ext>`` and ``tvd.csv`` (run, step,
 tvd) into ``<first run>/figures/tvd_plot/`` (or ``--out``). Nothing is loaded but the
 event files. In the session: ``from figure_scripts.tvd_plot import tvd_plot;
-tvd_plot([trainer.model_dir, "logs/<other run>"])``.
+tvd_plot(trainer)`` or ``tvd_plot([trainer, "logs/<other run>"])``.
 """
 
 from __future__ import annotations
@@ -71,8 +71,10 @@ def run_label(folder) -> str:
 
 def tvd_plot(runs, labels=None, tag: str = TAG, out=None, figure_ext: str = "png",
              log_y: bool = False) -> list:
-    """Plot the TVD of each run (run folders, or Trainers) on one figure; returns the
-    paths of the figure and its CSV."""
+    """Plot the TVD of each run (run folders or Trainers, or one of them) on one figure;
+    returns the paths of the figure and its CSV."""
+    if isinstance(runs, (str, Path)) or hasattr(runs, "model_dir"):
+        runs = [runs]  # one run
     runs = [Path(getattr(r, "model_dir", r)) for r in runs]
     if not runs:
         raise UserError("tvd_plot needs at least one run folder.")

@@ -204,7 +204,10 @@ def tiny_run(tmp_path_factory):
 
 
 def step_of(run: Path) -> int:
-    return 20  # the controller's 20 iterations + the image model's 0 steps
+    """The run's overall step, which names the figures: that of its newest checkpoint."""
+    from figure_scripts.utils import guess_model_step
+
+    return guess_model_step(run)
 
 
 def test_high_level_writes_three_grids_per_label(tiny_run):
@@ -296,6 +299,22 @@ def test_tvd_plot_puts_several_runs_on_one_figure(tiny_run, tmp_path):
     assert list(mine.step) == [10, 20, 30] and list(mine.tvd) == pytest.approx([0.5, 0.3, 0.2])
     assert list(table[table.run != "other_run (big_causal_graph)"].step) == [20]
     assert (out / "tvd.png").stat().st_size > 1000
+
+
+def test_each_figure_is_a_function_of_the_sessions_trainer(tiny_run, tmp_path):
+    """What ``%run main.py --load_path <run> --dry_run`` leaves: call the figures on trainer."""
+    from figure_scripts.grid2d import grid2d
+    from figure_scripts.run import load_run
+    from figure_scripts.tvd_plot import tvd_plot
+
+    trainer = load_run(tiny_run)
+    path = grid2d(trainer, "intervention", "Bald", "Young", row_values=[4, -4],
+                  col_values=[1, 0], out=tmp_path)
+    assert path == tmp_path / f"{step_of(tiny_run)}_Bald_x_Young.png"  # the run's --figure_ext
+    figure, table = tvd_plot(trainer, out=tmp_path)
+    assert figure.is_file() and pd.read_csv(table)["tvd"].between(0, 1).all()
+    s = sampler.sample(trainer, do_dict={"Bald": [1, 0]}, N=3, seed=0)
+    assert s.images.shape == (6, 8, 8, 3) and s.images.max() <= 255
 
 
 def test_figures_of_a_causalgan_run(tiny_run, tmp_path):
