@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import statistics
 import time
@@ -44,6 +45,7 @@ from synthetic.config import ARCHITECTURE_FLAGS, RECIPE_FLAGS  # noqa: E402
 from synthetic.models import GANSet, draw_data_params, grid_histogram, tvd_and_max_diff  # noqa: E402
 from utils import new_run_dir, write_json  # noqa: E402
 
+log = logging.getLogger("synthetic")
 SCATTER_POINTS = 5000      # points per scatter plot, as in the reference
 CHECKPOINTS_KEPT = 3
 PAIRS = ((0, 1), (0, 2), (1, 2))  # X1-X2, X1-X3, X2-X3
@@ -127,6 +129,18 @@ def ranking_table(finals: dict[str, list[float]], lowest: dict[str, list[float]]
     return "\n".join(lines)
 
 
+def set_threads(count: int) -> None:
+    """TensorFlow's intra- and inter-op thread counts; only possible before TensorFlow
+    starts running, so a process that already ran something keeps its counts (a warning)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(count)
+        tf.config.threading.set_inter_op_parallelism_threads(count)
+    except RuntimeError:
+        if tf.config.threading.get_intra_op_parallelism_threads() != count:
+            log.warning("--num_threads %d ignored: TensorFlow is already running in this "
+                        "process", count)
+
+
 # ----------------------------------------------------------------------------- runs
 class Run:
     """One run's folder: its flags, data set, TVD logs and TensorBoard writers."""
@@ -196,8 +210,7 @@ class Trainer:
 
     def __init__(self, config, given_flags=frozenset()):
         if config.num_threads:
-            tf.config.threading.set_intra_op_parallelism_threads(config.num_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(config.num_threads)
+            set_threads(config.num_threads)
         self.config = config
         given = set(given_flags)
         self.loaded = bool(config.load_path)
