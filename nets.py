@@ -4,7 +4,9 @@
     lrelu(x)                              max(x, 0.2 x)
     glorot_uniform(shape, fan_in, fan_out, rng=None)
     Dense(in_dim, out_dim, stddev=None)   x @ w + b (Glorot-uniform w, or N(0, stddev))
-    Adam(variables, learning_rate, ...)   apply(strategy.extended, grads) in a merge_call
+    make_adam(variables, learning_rate, beta1, beta2)   a Keras Adam, slots built
+    apply_mean_gradients(optimizer, grads, variables)    the replica-mean update
+    draw_controller_labels(controller, rng, batch_size)  the frozen controller's labels
 
 Everything is a ``tf.Module`` of plain ``tf.Variable`` made at construction, so
 checkpoints and optimizers see every variable (and every slot) before the first step.
@@ -50,54 +52,48 @@ def normal(shape, stddev: float, rng: tf.random.Generator | None = None, truncat
 
 
 class Dense(tf.Module):
-    """x @ w + b; w Glorot-uniform (slim's default) or N(0, stddev) (DCGAN's), b zero."""
+    """x @ w + b; w Glorot-uniform (slim's default) or N(0, stddev) (DCGAN's), b zero
+    (``bias=False``: no b, for a layer whose output batch norm centres anyway)."""
 
     def __init__(self, in_dim: int, out_dim: int, stddev: float | None = None,
-                 rng: tf.random.Generator | None = None, name: str | None = None):
+                 rng: tf.random.Generator | None = None, bias: bool = True,
+                 name: str | None = None):
         super().__init__(name=name)
         shape = [int(in_dim), int(out_dim)]
         init = (glorot_uniform(shape, in_dim, out_dim, rng) if stddev is None
                 else normal(shape, stddev, rng))
         self.w = tf.Variable(init, name="w")
-        self.b = tf.Variable(tf.zeros([out_dim]), name="b")
+        self.b = tf.Variable(tf.zeros([out_dim]), name="b") if bias else None
 
     def __call__(self, x):
-        return tf.matmul(x, self.w) + self.b
+        y = tf.matmul(x, self.w)
+        return y + self.b if self.b is not None else y
 
 
-class Adam(tf.Module):
-    """Adam (Kingma & Ba; the TF1 formula) whose slots exist from construction.
+ADAM_EPSILON = 1e-8  # TF1's AdamOptimizer default (the reference); Keras's is 1e-7
 
-    ``apply`` runs in a cross-replica context (inside ``merge_call``) and updates each
-    device's copy with that device's (already averaged) gradient.
+
+def make_adam(variables, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
+              name: str | None = None):
+    """A Keras Adam for ``variables`` with its slots built now (so a checkpoint restores
+    them before the first step). Build it inside the strategy's scope."""
+    import keras
+
+    optimizer = keras.optimizers.Adam(float(learning_rate), beta_1=float(beta1),
+                                      beta_2=float(beta2), epsilon=ADAM_EPSILON, name=name)
+    optimizer.build(list(variables))
+    return optimizer
+
+
+def apply_mean_gradients(optimizer, grads, variables) -> None:
+    """In a replica context: apply the mean over replicas of ``grads`` (this replica's).
+
+    Keras sums gradients over replicas (one all-reduce) and then updates every device's
+    copy in a merge_call, so each replica's share is divided by the replica count here.
     """
-
-    def __init__(self, variables, learning_rate: float, beta1: float = 0.9,
-                 beta2: float = 0.999, epsilon: float = 1e-8, name: str | None = None):
-        super().__init__(name=name)
-        self.learning_rate = tf.Variable(float(learning_rate), trainable=False,
-                                         name="learning_rate")
-        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
-        self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
-        self._vars = list(variables)
-        self.m = [tf.Variable(tf.zeros_like(v), trainable=False, name="m") for v in self._vars]
-        self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name="v") for v in self._vars]
-
-    def apply(self, extended, grads):
-        t = tf.cast(self.iterations + 1, tf.float32)
-        lr = (self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta2, t))
-              / (1.0 - tf.pow(self.beta1, t)))
-        b1, b2, eps = self.beta1, self.beta2, self.epsilon
-
-        def one(var, g, m, v, lr):
-            m_new = m.assign(b1 * m + (1.0 - b1) * g)
-            v_new = v.assign(b2 * v + (1.0 - b2) * tf.square(g))
-            return var.assign_sub(lr * m_new / (tf.sqrt(v_new) + eps))
-
-        updates = [extended.update(var, one, args=(g, m, v, lr), group=False)
-                   for var, g, m, v in zip(self._vars, grads, self.m, self.v, strict=True)]
-        with tf.control_dependencies(tf.nest.flatten(updates)):
-            return extended.update(self.iterations, lambda it: it.assign_add(1), group=False)
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+    scale = 1.0 / float(replicas)
+    optimizer.apply([g * scale if replicas > 1 else g for g in grads], list(variables))
 
 
 def draw_controller_labels(controller, rng: tf.random.Generator, batch_size):

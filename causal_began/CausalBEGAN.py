@@ -1,17 +1,18 @@
 """CausalBEGAN (ORIGINAL.md 5.2): a BEGAN conditioned on causal-controller labels.
 
 ``CausalBEGAN`` owns the generator, the autoencoder discriminator, the labeler, the three
-margins k_t, l_t, z_t, the step counter, two Adam optimizers (slots made at construction
-so a checkpoint restores them) and their learning rates. The maths lives in the small
-pure functions at the top of this file; ``train_step`` strings them together for one
-replica's batch and applies one G and one D update.
+margins k_t, l_t, z_t, the step counter, two Keras Adam optimizers (slots made at
+construction so a checkpoint restores them) and their learning rates. The maths lives in
+the small pure functions at the top of this file; ``train_step`` strings them together for
+one replica's batch and applies one G and one D update.
 
 Distribution: ``train_step`` runs in a replica context (plain code under the default
-strategy, or inside ``strategy.run``). Gradients and losses are averaged over replicas
-with one all-reduce; every replica then holds identical values, and one ``merge_call``
-applies Adam, the margin updates, the step increment and the learning-rate halving to
-each device's copy of the variables. With equal per-replica batches this is the same
-update as one device on the concatenated batch.
+strategy, or inside ``strategy.run``). Losses are averaged over replicas with one
+all-reduce, so every replica holds identical values; each Adam applies the replica-mean
+of its gradients to every device's copy (``nets.apply_mean_gradients``), and one
+``merge_call`` applies the margin updates, the step increment and the learning-rate
+halving. With equal per-replica batches this is the same update as one device on the
+concatenated batch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tensorflow as tf
 
 from causal_began.models import Discriminator, Generator, Labeler, default_data_format
 from errors import UserError
-from nets import Adam, draw_controller_labels, to_pixels, to_unit
+from nets import apply_mean_gradients, draw_controller_labels, make_adam, to_pixels, to_unit
 
 LABEL_LOSSES = ("squarediff", "absdiff", "xe")
 _LOGIT_EPS = 1e-4  # rounded fake labels are clipped to [eps, 1-eps] before taking logit
@@ -137,8 +138,10 @@ class CausalBEGAN(tf.Module):
         self.l_t = tf.Variable(0.0, name="l_t", **margin)
         self.z_t = tf.Variable(0.0, name="z_t", **margin)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.g_optimizer = Adam(self.g_vars, config.g_lr, config.beta1, config.beta2, name="g_opt")
-        self.d_optimizer = Adam(self.d_vars, config.d_lr, config.beta1, config.beta2, name="d_opt")
+        self.g_optimizer = make_adam(self.g_vars, config.g_lr, config.beta1, config.beta2,
+                                     name="g_opt")
+        self.d_optimizer = make_adam(self.d_vars, config.d_lr, config.beta1, config.beta2,
+                                     name="d_opt")
         self.rng = (tf.random.Generator.from_seed(seed) if seed is not None
                     else tf.random.Generator.from_non_deterministic_state())
         self._compute = tf.function(self._losses_and_grads, jit_compile=bool(jit_compile))
@@ -155,11 +158,11 @@ class CausalBEGAN(tf.Module):
 
     @property
     def g_lr(self):
-        return self.g_optimizer.learning_rate
+        return self.g_optimizer.learning_rate.value
 
     @property
     def d_lr(self):
-        return self.d_optimizer.learning_rate
+        return self.d_optimizer.learning_rate.value
 
     # -- building blocks
     def prepare_labels(self, labels):
@@ -268,8 +271,9 @@ class CausalBEGAN(tf.Module):
             images, real_labels, fake_labels, z_gen,
             tf.identity(self.k_t), tf.identity(self.l_t), tf.identity(self.z_t))
         ctx = tf.distribute.get_replica_context()
-        metrics, g_grads, d_grads = ctx.all_reduce(
-            tf.distribute.ReduceOp.MEAN, (metrics, g_grads, d_grads))
+        metrics = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, metrics)
+        apply_mean_gradients(self.g_optimizer, g_grads, self.g_vars)
+        apply_mean_gradients(self.d_optimizer, d_grads, self.d_vars)
         bk, bl, bz = balances(metrics["d_loss_real"], metrics["g_loss_image"],
                               metrics["d_loss_real_label"], metrics["d_loss_fake_label"],
                               cfg.gamma, cfg.gamma_label, cfg.zeta)
@@ -277,17 +281,15 @@ class CausalBEGAN(tf.Module):
                                      bk, bl, bz)
         metrics.update(balance_k=bk, balance_l=bl, balance_z=bz, measure=measure,
                        measure_complete=complete)
-        ctx.merge_call(self._apply_updates, args=(g_grads, d_grads, bk, bl, bz))
+        ctx.merge_call(self._apply_updates, args=(bk, bl, bz))
         metrics.update(k_t=tf.identity(self.k_t), l_t=tf.identity(self.l_t),
                        z_t=tf.identity(self.z_t), g_lr=tf.identity(self.g_lr),
                        d_lr=tf.identity(self.d_lr))
         return metrics
 
-    def _apply_updates(self, strategy, g_grads, d_grads, bk, bl, bz):
+    def _apply_updates(self, strategy, bk, bl, bz):
         cfg = self.config
         ext = strategy.extended
-        self.g_optimizer.apply(ext, g_grads)
-        self.d_optimizer.apply(ext, d_grads)
         for var, lam, bal in ((self.k_t, cfg.lambda_k, bk), (self.l_t, cfg.lambda_l, bl),
                               (self.z_t, cfg.lambda_z, bz)):
             ext.update(var, lambda v, b, lam=lam: v.assign(update_margin(v, lam, b)),

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from causal_dcgan.models import ConvStack, Discriminator, Generator, pyramid
 from errors import UserError
-from nets import Adam, draw_controller_labels, to_pixels, to_unit
+from nets import apply_mean_gradients, draw_controller_labels, make_adam, to_pixels, to_unit
 
 LOSS_FUNCTIONS = range(6)
 TINY = 1e-6  # logit(p) = -log(1 / (p + TINY) - 1), the reference's guard
@@ -46,7 +46,7 @@ def truncated_exponential(uniform, rate: float, right: float):
 def label_values(labels01, s=None, t=None):
     """Labels in [0, 1] -> 0.3 + 0.4 l, plus (continuous) the noise of one row:
     l + ((0.5 - l) / 0.2) s + ((l - 0.5) / 0.2) t, with s, t of shape [B, 1]."""
-    values = LOW + (HIGH - LOW) * labels01
+    values = (1.0 - labels01) * LOW + labels01 * HIGH  # exactly 0.3 and 0.7 at 0 and 1
     if s is None:
         return values
     return values + ((0.5 - values) / 0.2) * s + ((values - 0.5) / 0.2) * t
@@ -174,12 +174,14 @@ class CausalGAN(tf.Module):
         self.k_t = tf.Variable(1.0, trainable=False, name="k_t")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         adam = dict(learning_rate=config.learning_rate, beta1=config.beta1, beta2=0.999)
-        self.g_optimizer = Adam(self.G.trainable_variables, name="g_opt", **adam)
-        self.d_optimizer = Adam(self.D.trainable_variables, name="d_opt", **adam)
-        self.labeler_optimizer = Adam(self.labeler.trainable_variables, name="dl_opt", **adam)
-        self.anti_labeler_optimizer = Adam(self.anti_labeler.trainable_variables,
-                                           name="dgl_opt", **adam)
-        self.z_optimizer = Adam(self.z_estimator.trainable_variables, name="dz_opt", **adam)
+        self.g_optimizer = make_adam(self.G.trainable_variables, name="g_opt", **adam)
+        self.d_optimizer = make_adam(self.D.trainable_variables, name="d_opt", **adam)
+        self.labeler_optimizer = make_adam(self.labeler.trainable_variables, name="dl_opt",
+                                           **adam)
+        self.anti_labeler_optimizer = make_adam(self.anti_labeler.trainable_variables,
+                                                name="dgl_opt", **adam)
+        self.z_optimizer = make_adam(self.z_estimator.trainable_variables, name="dz_opt",
+                                     **adam)
         # padding for generation: full batches of fixed individuals (see ``generate``)
         self.pad_z = tf.Variable(init.uniform([group, self.z_dim], -1.0, 1.0),
                                  trainable=False, name="pad_z")
@@ -353,41 +355,38 @@ class CausalGAN(tf.Module):
     def _reduce(value):
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
-    def _optimizers(self):
-        return (self.g_optimizer, self.d_optimizer, self.labeler_optimizer,
-                self.anti_labeler_optimizer, self.z_optimizer)
+    def networks(self):
+        """(network, its optimizer) for G, D, labeler, anti-labeler, z-estimator."""
+        return ((self.G, self.g_optimizer), (self.D, self.d_optimizer),
+                (self.labeler, self.labeler_optimizer),
+                (self.anti_labeler, self.anti_labeler_optimizer),
+                (self.z_estimator, self.z_optimizer))
 
     def g_update(self, batch, fake_labels=None, z_gen=None):
         """One G update; returns G's replica-averaged losses."""
         _, values, z = self._inputs(batch, fake_labels, z_gen)
-        parts, grads = self._reduce(self._g_grads(values, z, tf.identity(self.k_t)))
-        tf.distribute.get_replica_context().merge_call(
-            lambda strategy, g: self.g_optimizer.apply(strategy.extended, g), args=(grads,))
-        return parts
+        parts, grads = self._g_grads(values, z, tf.identity(self.k_t))
+        apply_mean_gradients(self.g_optimizer, grads, self.G.trainable_variables)
+        return self._reduce(parts)
 
     def all_update(self, images, real_labels, fake_labels=None, z_gen=None):
         """One update of all five networks from one forward pass."""
         images = tf.convert_to_tensor(images, tf.float32)
         real_labels = tf.convert_to_tensor(real_labels, tf.float32)
         fake01, values, z = self._inputs(_rows(images), fake_labels, z_gen)
-        metrics, grads = self._reduce(self._all_grads(images, real_labels, fake01, values, z,
-                                                      tf.identity(self.k_t)))
-
-        def apply(strategy, grads):
-            for optimizer, g in zip(self._optimizers(), grads, strict=True):
-                optimizer.apply(strategy.extended, g)
-
-        tf.distribute.get_replica_context().merge_call(apply, args=(grads,))
-        return metrics
+        metrics, grads = self._all_grads(images, real_labels, fake01, values, z,
+                                         tf.identity(self.k_t))
+        for (net, optimizer), g in zip(self.networks(), grads, strict=True):
+            apply_mean_gradients(optimizer, g, net.trainable_variables)
+        return self._reduce(metrics)
 
     def labeler_update(self, images, real_labels):
         """One update of the labeler alone on real images."""
         images = tf.convert_to_tensor(images, tf.float32)
         real_labels = tf.convert_to_tensor(real_labels, tf.float32)
-        metrics, grads = self._reduce(self._labeler_grads(images, real_labels))
-        tf.distribute.get_replica_context().merge_call(
-            lambda s, g: self.labeler_optimizer.apply(s.extended, g), args=(grads,))
-        return metrics
+        metrics, grads = self._labeler_grads(images, real_labels)
+        apply_mean_gradients(self.labeler_optimizer, grads, self.labeler.trainable_variables)
+        return self._reduce(metrics)
 
     def _finish(self, decay: bool):
         """Step + 1 and (decay) k_t * exp(-1/tau), on every device."""

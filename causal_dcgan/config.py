@@ -23,7 +23,8 @@ net_arg.add_argument("--type_input_to_generator", type=str, default="logits",
 net_arg.add_argument("--df_dim", type=positive_int, default=64,
                      help="Discriminator width.")
 net_arg.add_argument("--gf_dim", type=positive_int, default=64,
-                     help="Generator width (also the output side).")
+                     help="Generator width, and the side of its images: must equal "
+                          "--input_scale_size.")
 net_arg.add_argument("--c_dim", type=positive_int, default=3,
                      help="Colour channels of the images.")
 net_arg.add_argument("--z_dim", type=positive_int, default=100,
@@ -57,7 +58,8 @@ for _name, _default in (("lambda_m", 0.05), ("lambda_k", 0.05), ("lambda_l", 0.0
     train_arg.add_argument(f"--{_name}", type=float, default=_default,
                            help="Legacy, unused (kept for the reference's command lines).")
 train_arg.add_argument("--tau", type=float, default=3000,
-                       help="k_t decays by 1/e every tau updates.")
+                       help="k_t (the anti-labeler's weight, from 1) decays by 1/e every tau "
+                            "iterations.")
 
 
 def get_config(argv=None):

@@ -42,10 +42,11 @@ class Generator(tf.Module):
         g = int(gf_dim)
         self.sides = pyramid(size)                  # s, s2, s4, s8, s16
         self.base = (self.sides[4], 8 * g)
-        self.fc = Dense(in_dim, self.sides[4] ** 2 * 8 * g, stddev=0.02, rng=rng, name="h0_lin")
+        self.fc = Dense(in_dim, self.sides[4] ** 2 * 8 * g, stddev=0.02, rng=rng, bias=False,
+                        name="h0_lin")
         self.bn0 = BatchNorm(8 * g, group, name="bn0")
         widths = [8 * g, 4 * g, 2 * g, g, channels]
-        self.deconvs = [Deconv(widths[i], widths[i + 1], rng, name=f"h{i + 1}")
+        self.deconvs = [Deconv(widths[i], widths[i + 1], rng, bias=i == 3, name=f"h{i + 1}")
                         for i in range(4)]
         self.bns = [BatchNorm(widths[i + 1], group, name=f"bn{i + 1}") for i in range(3)]
 
@@ -71,15 +72,15 @@ class Discriminator(tf.Module):
         # with stab_proj the first layer is a fixed random projection, never trained
         self.h0 = Conv(channels, first, rng, trainable=not stab_proj,
                        name="stab_proj" if stab_proj else "h0")
-        self.h1 = Conv(first, 2 * d, rng, name="h1")
+        self.h1 = Conv(first, 2 * d, rng, bias=False, name="h1")
         self.bn1 = BatchNorm(2 * d, group, name="bn1")
         self.mb0 = Conv(2 * d, d, rng, name="mb0")
         self.mb1 = Conv(d, d, rng, name="mb1")
         self.mb_lin = Dense(sides[4] ** 2 * d, MB_KERNELS * MB_DIMS, stddev=0.02, rng=rng,
                             name="mb_lin")
-        self.h2 = Conv(2 * d + MB_KERNELS, 4 * d, rng, name="h2")
+        self.h2 = Conv(2 * d + MB_KERNELS, 4 * d, rng, bias=False, name="h2")
         self.bn2 = BatchNorm(4 * d, group, name="bn2")
-        self.h3 = Conv(4 * d, 8 * d, rng, name="h3")
+        self.h3 = Conv(4 * d, 8 * d, rng, bias=False, name="h3")
         self.bn3 = BatchNorm(8 * d, group, name="bn3")
         self.out = Dense(sides[4] ** 2 * 8 * d, 1, stddev=0.02, rng=rng, name="h4_lin")
 
@@ -113,7 +114,8 @@ class ConvStack(tf.Module):
         d = int(df_dim)
         sides = pyramid(in_size)
         self.h0 = Conv(in_channels, d, rng, name="h0")
-        self.convs = [Conv(d * 2 ** i, d * 2 ** (i + 1), rng, name=f"h{i + 1}") for i in range(3)]
+        self.convs = [Conv(d * 2 ** i, d * 2 ** (i + 1), rng, bias=False, name=f"h{i + 1}")
+                      for i in range(3)]
         self.bns = [BatchNorm(d * 2 ** (i + 1), group, name=f"bn{i + 1}") for i in range(3)]
         self.out = Dense(sides[4] ** 2 * 8 * d, out_dim, stddev=0.02, rng=rng, name="lin")
 

@@ -8,9 +8,13 @@
 Batch statistics are taken over groups of ``group`` consecutive rows: one group is one
 tower's batch in the reference (and one call of a network there: D on real images and D
 on generated ones had their own statistics). So a batch of two groups on one device
-computes exactly what two towers of one group each compute, and the images and the
-generated images can share one call. The reference never used its moving averages (batch
-norm always ran in training mode), so none are kept.
+computes exactly what two towers of one group each compute. The reference never used
+its moving averages (batch norm always ran in training mode), so none are kept.
+
+A layer whose output goes straight into batch norm has no bias (``bias=False``): batch
+norm subtracts it again, so the reference's such biases had a zero gradient, which Adam
+turned into updates of size learning_rate driven by rounding noise. The functions the
+networks compute are the same.
 """
 
 from __future__ import annotations
@@ -31,35 +35,39 @@ def out_size(size: int, stride: int = STRIDE) -> int:
 
 
 class Conv(tf.Module):
-    """5x5 stride-2 'SAME' convolution plus bias; ``trainable=False`` keeps it fixed."""
+    """5x5 stride-2 'SAME' convolution (plus bias); ``trainable=False`` keeps it fixed."""
 
     def __init__(self, in_ch: int, out_ch: int, rng=None, trainable: bool = True,
-                 name: str | None = None):
+                 bias: bool = True, name: str | None = None):
         super().__init__(name=name)
         self.kernel = tf.Variable(
             normal([KERNEL, KERNEL, in_ch, out_ch], WEIGHT_STDDEV, rng, truncated=True),
             trainable=trainable, name="kernel")
-        self.bias = tf.Variable(tf.zeros([out_ch]), trainable=trainable, name="bias")
+        self.bias = (tf.Variable(tf.zeros([out_ch]), trainable=trainable, name="bias")
+                     if bias else None)
 
     def __call__(self, x):
-        return tf.nn.bias_add(tf.nn.conv2d(x, self.kernel, STRIDE, "SAME"), self.bias)
+        y = tf.nn.conv2d(x, self.kernel, STRIDE, "SAME")
+        return tf.nn.bias_add(y, self.bias) if self.bias is not None else y
 
 
 class Deconv(tf.Module):
     """5x5 stride-2 'SAME' transposed convolution (side doubled, or to ``out_side``)."""
 
-    def __init__(self, in_ch: int, out_ch: int, rng=None, name: str | None = None):
+    def __init__(self, in_ch: int, out_ch: int, rng=None, bias: bool = True,
+                 name: str | None = None):
         super().__init__(name=name)
         # filter layout of conv2d_transpose: [h, w, out_channels, in_channels]
         self.kernel = tf.Variable(normal([KERNEL, KERNEL, out_ch, in_ch], WEIGHT_STDDEV, rng),
                                   name="kernel")
-        self.bias = tf.Variable(tf.zeros([out_ch]), name="bias")
+        self.bias = tf.Variable(tf.zeros([out_ch]), name="bias") if bias else None
         self.out_ch = int(out_ch)
 
     def __call__(self, x, out_side: int):
         shape = tf.stack([tf.shape(x)[0], out_side, out_side, self.out_ch])
         y = tf.nn.conv2d_transpose(x, self.kernel, shape, STRIDE, "SAME")
-        y = tf.nn.bias_add(y, self.bias)
+        if self.bias is not None:
+            y = tf.nn.bias_add(y, self.bias)
         return tf.ensure_shape(y, [None, out_side, out_side, self.out_ch])
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
+from test_dcgan import dcgan_config
 
 import trainer as trainer_module
 from errors import UserError
@@ -146,21 +147,6 @@ def test_sample_dir_and_step_guess(tmp_path):
 
 
 # ----------------------------------------------------------------------------- trainer
-def dcgan_config(**overrides):
-    """The dcgan flags of ORIGINAL.md 2.4, tiny sizes (16x16 images, widths 4)."""
-    values = dict(batch_size=4, label_specific_noise=False, fakeLabels_distribution="real_joint",
-                  label_type="continuous", round_fake_labels=True,
-                  type_input_to_generator="logits", df_dim=4, gf_dim=16, c_dim=3, z_dim=4,
-                  loss_function=1, critic_hidden_size=10, reconstr_loss=False, stab_proj=False,
-                  n_stab_proj=256, num_iter=10, learning_rate=0.0002, beta1=0.5,
-                  off_label_losses=False, pretrain_LabelerR=False,
-                  pretrain_LabelerR_no_of_iters=15000, lambda_m=0.05, lambda_k=0.05,
-                  lambda_l=0.001, gamma_m=-1.0, gamma_k=-1.0, gamma_l=-1.0, tau=3000.0,
-                  is_train=True, log_step=1)
-    values.update(overrides)
-    return argparse.Namespace(**values)
-
-
 def test_dcgan_short_run_writes_figures_summaries_and_checkpoint(data_dir, tmp_path):
     run = tmp_path / "run"
     config, cc_config, _ = make_configs(data_dir, run, model_type="dcgan")
@@ -253,16 +239,20 @@ def test_short_run_writes_every_figure_summary_and_checkpoint(data_dir, tmp_path
 DRIVER = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
-    from test_trainer import GRAPH, make_configs
+    from test_dcgan import dcgan_config
+    from test_trainer import GRAPH, MARGINS, make_configs
     from trainer import Trainer
     model_dir, num_iter, load = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "load"
+    model_type, devices = sys.argv[4], int(sys.argv[5])
     config, cc_config, model_config = make_configs(
         {data!r}, model_dir, num_iter=num_iter, log_step=100000, save_secs=1,
-        load_path=model_dir if load else "", num_cpu_devices=2)
+        load_path=model_dir if load else "", num_cpu_devices=devices, model_type=model_type)
+    if model_type == "dcgan":
+        model_config = dcgan_config(num_iter=num_iter, log_step=100000)
     t = Trainer(config, cc_config, model_config, GRAPH)
     m = t.model
-    print(json.dumps({{"step": int(m.step.numpy()), "k_t": float(m.k_t.numpy()),
-                      "l_t": float(m.l_t.numpy()), "z_t": float(m.z_t.numpy()),
+    print(json.dumps({{"step": int(m.step.numpy()),
+                      **{{k: float(getattr(m, k).numpy()) for k in MARGINS[model_type]}},
                       "g_opt_iter": int(m.g_optimizer.iterations.numpy()),
                       "z_fixed": float(t.fixed.z_gen.numpy().sum()),
                       "replicas": t.strategy.num_replicas_in_sync}}), flush=True)
@@ -271,15 +261,19 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _saved_state(run):
+MARGINS = {"began": ("k_t", "l_t", "z_t"), "dcgan": ("k_t",)}
+G_UPDATES_PER_STEP = {"began": 1, "dcgan": 2}
+
+
+def _saved_state(run, model_type="began"):
     path = tf.train.latest_checkpoint(str(run / "checkpoints"))
     reader = tf.train.load_checkpoint(path)
 
     def get(name):
         return reader.get_tensor(f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE")
 
-    return path, {"step": int(get("step")), "k_t": float(get("k_t")), "l_t": float(get("l_t")),
-                  "z_t": float(get("z_t")),
+    return path, {"step": int(get("step")),
+                  **{k: float(get(k)) for k in MARGINS[model_type]},
                   "z_fixed": float(reader.get_tensor(
                       "fixed_inputs/z_gen/.ATTRIBUTES/VARIABLE_VALUE").sum())}
 
@@ -296,7 +290,10 @@ def _wait_for_checkpoint(run, proc, min_step, timeout=150):
     raise AssertionError(f"no checkpoint beyond step {min_step} in {timeout}s")
 
 
-def test_two_cpu_towers_sigkill_then_load_path_resumes_exactly_and_sigterm_saves(data_dir, tmp_path):
+# CausalBEGAN on two CPU towers; CausalGAN (its towers are tested in test_dcgan) on one
+@pytest.mark.parametrize("model_type,devices", [("began", 2), ("dcgan", 1)])
+def test_sigkill_then_load_path_resumes_exactly_and_sigterm_saves(data_dir, tmp_path, model_type,
+                                                                   devices):
     run = tmp_path / "run"
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(root=str(ROOT), tests=str(ROOT / "tests"),
@@ -304,7 +301,8 @@ def test_two_cpu_towers_sigkill_then_load_path_resumes_exactly_and_sigterm_saves
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
     def start(*args):
-        return subprocess.Popen([sys.executable, str(script), str(run), *args], env=env,
+        return subprocess.Popen([sys.executable, str(script), str(run), *args, model_type,
+                                 str(devices)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     first = start("100000", "new")
@@ -312,14 +310,15 @@ def test_two_cpu_towers_sigkill_then_load_path_resumes_exactly_and_sigterm_saves
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert first.returncode == -signal.SIGKILL
-    path, saved = _saved_state(run)
+    path, saved = _saved_state(run, model_type)
     assert saved["step"] >= 2 and saved["k_t"] > 0
 
     second = start(str(saved["step"] + 100000), "load")
     restored = json.loads(second.stdout.readline())
-    assert restored["replicas"] == 2  # --num_gpu 0 --num_cpu_devices 2: two towers
-    assert restored["step"] == saved["step"] == restored["g_opt_iter"]
-    for key in ("k_t", "l_t", "z_t", "z_fixed"):
+    assert restored["replicas"] == devices  # --num_gpu 0 --num_cpu_devices 2: two towers
+    assert restored["step"] == saved["step"]
+    assert restored["g_opt_iter"] == G_UPDATES_PER_STEP[model_type] * saved["step"]
+    for key in (*MARGINS[model_type], "z_fixed"):
         assert restored[key] == saved[key], key
     _wait_for_checkpoint(run, second, min_step=saved["step"] + 2)
     second.send_signal(signal.SIGTERM)
@@ -327,5 +326,5 @@ def test_two_cpu_towers_sigkill_then_load_path_resumes_exactly_and_sigterm_saves
     assert second.returncode == 143, err[-2000:]
     assert "Terminated at step" in out
     stopped_at = int(out.split("Terminated at step")[1].split(":")[0])
-    _, final = _saved_state(run)
+    _, final = _saved_state(run, model_type)
     assert final["step"] == stopped_at > saved["step"]
