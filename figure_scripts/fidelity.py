@@ -710,6 +710,8 @@ def classifier_tables(info: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
             to_float(pd.DataFrame(groups), ["accuracy"]))
 
 
+_EVALUATION_SHORT = {"balanced": "rendered faces, balanced labels",
+                     "data": "the data set's images"}
 _EVALUATION_TEXT = {
     "balanced": "held-out faces rendered with independent, balanced labels",
     "data": "held-out images of the data set itself",
@@ -809,7 +811,8 @@ def _bar_plot(path, groups: Sequence[str], series: Mapping[str, Sequence[float]]
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(6.0, 0.9 * len(groups) * max(1, len(series)) ** 0.5 + 2), 4.0))
+    width_inches = min(16.0, max(6.0, 0.45 * len(groups) * max(1, len(series)) ** 0.5 + 2))
+    fig = Figure(figsize=(width_inches, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
@@ -829,6 +832,35 @@ def _bar_plot(path, groups: Sequence[str], series: Mapping[str, Sequence[float]]
     return Path(path).name
 
 
+def _controller_plot(path, table: pd.DataFrame) -> str:
+    """Two scatter panels, one point per (X, v, label): the controller's P(label | do(X=v))
+    against the truth, and its P(label | X=v) against the data; the diagonal is perfect."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.0, 4.5))
+    panels = (("do_truth", "do_controller", "P(label | do(X=v)): truth", "controller"),
+              ("cond_data", "cond_controller", "P(label | X=v): data", "controller"))
+    for k, (x, y, xlabel, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
+        known = table[[x, y]].dropna()
+        ax.scatter(known[x], known[y], s=10, alpha=0.7)
+        if known.empty:
+            ax.text(0.5, 0.5, "unavailable", ha="center", va="center")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_aspect("equal")
+    fig.suptitle("Controller: each point a (node X, value v, other label)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path).name
+
+
 def write_report(result: Mapping, out, figure_ext: str = "png") -> dict[str, Path]:
     """Write report.md, summary.json, the CSV tables and the plots into ``out``."""
     from figure_scripts.utils import save_grid
@@ -838,15 +870,8 @@ def write_report(result: Mapping, out, figure_ext: str = "png") -> dict[str, Pat
     ext = figure_ext.lstrip(".")
     files: dict = {"controller": "controller.csv"}
     result["controller_table"].to_csv(out / "controller.csv", index=False)
-    table = result["controller_table"]
-    files["controller_plot"] = _bar_plot(
-        out / f"controller.{ext}", [f"{r.label}|{r.node}={r.value}" for r in table.itertuples()
-                                    if r.value == 1],
-        {"do: controller": table.loc[table.value == 1, "do_controller"],
-         "do: truth": table.loc[table.value == 1, "do_truth"],
-         "cond: controller": table.loc[table.value == 1, "cond_controller"],
-         "cond: data": table.loc[table.value == 1, "cond_data"]},
-        "Controller: P(label=1 | do(X=1)) and P(label=1 | X=1)")
+    files["controller_plot"] = _controller_plot(out / f"controller.{ext}",
+                                                result["controller_table"])
     if result["classifier_info"] is not None:
         scores, groups = classifier_tables(result["classifier_info"])
         scores.to_csv(out / "classifier.csv", index=False)
@@ -855,8 +880,9 @@ def write_report(result: Mapping, out, figure_ext: str = "png") -> dict[str, Pat
         attributes = list(dict.fromkeys(scores["attribute"]))
         files["classifier_plot"] = _bar_plot(
             out / f"classifier.{ext}", attributes,
-            {key: scores[scores.evaluation == key].set_index("attribute")
-             .reindex(attributes)["balanced_accuracy"] for key in scores.evaluation.unique()},
+            {_EVALUATION_SHORT.get(key, key): scores[scores.evaluation == key]
+             .set_index("attribute").reindex(attributes)["balanced_accuracy"]
+             for key in scores.evaluation.unique()},
             "Attribute classifier: balanced accuracy on held-out images", lines=(0.97,),
             ylim=(0.4, 1.02))
     if result["consistency"] is not None:
