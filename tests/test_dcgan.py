@@ -126,6 +126,25 @@ def test_minibatch_similarity_by_hand():
     np.testing.assert_allclose(got, want / (3 * 2), rtol=1e-5)
 
 
+def test_minibatch_similarity_gradient_matches_autodiff_of_the_formula():
+    a = tf.constant(np.random.default_rng(2).normal(size=(6, 4, 5)).astype(np.float32) * 0.3)
+    u = tf.constant(np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32))
+
+    def plain(x):
+        g = tf.reshape(x, [2, 3, 4, 5])
+        s = tf.exp(-tf.reduce_sum(tf.abs(g[:, :, None] - g[:, None, :]), -1))
+        s = s * (1.0 - tf.eye(3))[None, :, :, None]
+        return tf.reshape(tf.reduce_sum(s, 2), [6, 4]) / 6.0
+
+    grads = []
+    for fn in (lambda x: minibatch_similarity(x, 3), plain):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            loss = tf.reduce_sum(fn(a) * u)
+        grads.append(tape.gradient(loss, a).numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- labels
 def test_discrete_mapping_is_exact():
     model = cg.CausalGAN(dcgan_config(label_type="discrete"), NAMES, 16, seed=0)
