@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["benchmarks.bench_data", "benchmarks.bench_controller", "benchmarks.bench_began"]
+MODULES = ["benchmarks.bench_data", "benchmarks.bench_controller", "benchmarks.bench_began",
+           "benchmarks.bench_dcgan"]
 
 
 @pytest.mark.parametrize("name", MODULES)
