@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["benchmarks.bench_data", "benchmarks.bench_controller", "benchmarks.bench_began",
-           "benchmarks.bench_dcgan"]
+           "benchmarks.bench_synthetic", "benchmarks.bench_dcgan"]
 
 
 @pytest.mark.parametrize("name", MODULES)
