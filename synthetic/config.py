@@ -117,7 +117,8 @@ misc_arg = parser.add_argument_group("Runs")
 misc_arg.add_argument("--num_runs", type=positive_int, default=1,
                       help="Independent runs trained side by side in this process, each "
                            "with its own data set draw (seed, seed+1, ...) and run folder; "
-                           "one compiled call still updates all of them (how "
+                           "one compiled call still updates all of them. Ten cost about "
+                           "five times one run's CPU and start up once (how "
                            "run_datasets.sh fits many runs on a CPU).")
 misc_arg.add_argument("--model_dir", type=str, default="logs",
                       help="Folder under which each run makes synth_<data_type>_<time>/.")
