@@ -43,6 +43,7 @@ def non_negative_int(value):
     return number
 
 
+MAX_NONFINITE = 50  # default of --max_nonfinite (nonfinite.py)
 USAGE = "python main.py [--flag value ...]  (python main.py --help lists every flag)"
 
 
@@ -107,6 +108,11 @@ train_arg.add_argument("--num_cpu_devices", type=positive_int, default=1,
                        help="Split the CPU into this many logical devices; with --num_gpu 0 "
                             "and a value k >= 2, training runs k replicas (towers) on the "
                             "CPU, to try multi-device training without GPUs.")
+train_arg.add_argument("--max_nonfinite", type=positive_int, default=MAX_NONFINITE,
+                       help="An update whose loss or gradients hold NaN or Inf is skipped "
+                            "(no weight or optimizer state changes) and counted; after this "
+                            "many skipped updates in a row the run stops with an error "
+                            "naming the loss and the step, keeping its last good checkpoint.")
 train_arg.add_argument("--save_secs", type=positive_int, default=300,
                        help="Seconds between checkpoints of the whole model (besides the "
                             "one at the end and on Ctrl-C or SIGTERM).")
