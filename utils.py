@@ -1,8 +1,11 @@
-"""Run folders: naming and creating them, saving and restoring the flags, a copy of the code."""
+"""Run folders: naming and creating them, saving and restoring the flags, a copy of the code;
+files written atomically, and failed writes (a full disk, a read-only folder) explained."""
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -30,28 +33,120 @@ def setup_logging(level="INFO"):
 
 
 def new_run_dir(log_dir, dataset, descrip=""):
-    """Create logs/<dataset>_<MMDD_HHMMSS>[_<descrip>]; runs in the same second get _2, _3..."""
+    """Create logs/<dataset>_<MMDD_HHMMSS>[_<descrip>]; runs in the same second get _2, _3...
+
+    Creating the folder is atomic (mkdir), so runs started at once by several processes
+    get distinct folders.
+    """
     if descrip and any(ch in descrip for ch in "/\\:\0"):
         raise UserError(f"--descrip {descrip!r} must not contain / \\ or :, it becomes part "
                         "of a folder name")
     base = f"{dataset}_{time.strftime('%m%d_%H%M%S')}" + (f"_{descrip}" if descrip else "")
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 1000):
-        path = Path(log_dir) / (base if attempt == 1 else f"{base}_{attempt}")
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path.resolve()
+    try:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 1000):
+            path = Path(log_dir) / (base if attempt == 1 else f"{base}_{attempt}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return path.resolve()
+    except OSError as err:
+        raise UserError(f"--log_dir {log_dir}: cannot create a run folder there "
+                        f"({err.strerror or err}). Give --log_dir a folder you can write "
+                        "to.") from None
     raise UserError(f"could not create a new run folder under {log_dir}")
+
+
+# errno -> what it means for a file being written
+_WRITE_FAILURES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def write_failure(err, what):
+    """A UserError explaining why writing ``what`` failed, or None for other errors.
+
+    Recognises OSErrors of a full disk, a quota, a read-only file system or missing
+    permission, and TensorFlow's errors carrying the same messages.
+    """
+    reason = None
+    if isinstance(err, OSError):
+        reason = _WRITE_FAILURES.get(err.errno)
+    else:
+        text = str(getattr(err, "message", err))
+        for code, meaning in _WRITE_FAILURES.items():
+            if os.strerror(code) in text:
+                reason = meaning
+                break
+        if reason is None and type(err).__name__ == "ResourceExhaustedError" \
+                and "space" in text.lower():
+            reason = "the disk is full"
+    if reason is None:
+        return None
+    return UserError(f"cannot write {what}: {reason}. Nothing half-written was kept; the "
+                     "last complete checkpoint is still there. Free space (or fix the "
+                     "folder's permissions) and resume with --load_path <run folder>.")
+
+
+def write_text(path, text):
+    """Write a text file atomically: a reader (or a resumed run) never sees half of it.
+
+    On failure the temporary file is removed and a full disk or a read-only folder
+    becomes a UserError.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        failure = write_failure(err, path)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+_LEFTOVER = re.compile(r"\..+\.(?:tmp|partial)-(\d+)")  # what write_text and checkpoints use
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(folder):
+    """Remove the temporary files and folders (``.<name>.tmp-<pid>``,
+    ``.<name>.partial-<pid>``) that a writer killed mid-write left in ``folder``; those
+    of processes still running are kept."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        match = _LEFTOVER.fullmatch(entry.name)
+        if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
 
 
 def write_json(path, content):
     """Write JSON atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def save_configs(model_dir, groups, graph):
