@@ -398,11 +398,19 @@ class Trainer:
             self.manager = tf.train.CheckpointManager(
                 self.checkpoint, self.manager.directory, max_to_keep=CHECKPOINTS_KEPT,
                 keep_checkpoint_every_n_hours=KEEP_EVERY_HOURS, checkpoint_name="ckpt")
-        result = pretrain_loop(
-            self.cc, self.pretrainer, self.label_stream(), self.attr[self.label_names],
-            self.cc_config, str(self.controller_dir), summary_writer=self.summary_writer,
-            log_step=int(self.config.log_step), step_offset=self.model_step, progress=True)
+        if self.manager.latest_checkpoint is None:
+            self.save()  # resumable even if killed before the first controller checkpoint
+        with StopRequest() as stop:  # Ctrl-C / SIGTERM: checkpoints, then exit 130 / 143
+            result = pretrain_loop(
+                self.cc, self.pretrainer, self.label_stream(), self.attr[self.label_names],
+                self.cc_config, str(self.controller_dir), summary_writer=self.summary_writer,
+                log_step=int(self.config.log_step), step_offset=self.model_step, progress=True,
+                stop=stop, max_nonfinite=int(getattr(self.config, "max_nonfinite", 50)))
         self.save()
+        if stop.signum is not None:
+            print(f"Stopped at controller step {result['step']}: checkpoints saved; resume "
+                  f"with --load_path {self.model_dir}")
+            raise KeyboardInterrupt if stop.signum == signal.SIGINT else SystemExit(SIGTERM_EXIT)
         return result
 
     def train_loop(self) -> None:

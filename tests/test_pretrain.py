@@ -1,7 +1,10 @@
 """Controller pretraining: losses, Adam, one iteration, checkpoints, the loop."""
 
 import glob
+import itertools
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 import causal_controller.config as cc_flags
+import nonfinite
 from causal_controller.CausalController import CausalController
 from causal_controller.models import (
     Critics,
@@ -19,6 +23,7 @@ from causal_controller.models import (
     gradient_penalty,
 )
 from causal_controller.pretrain import (
+    NONFINITE_NAMES,
     Adam,
     ControllerPretrainer,
     load_controller,
@@ -278,3 +283,246 @@ def test_short_pretraining_reduces_tvd(tmp_path):
     after = tvd()
     assert result["step"] == 250
     assert after < 0.7 * before, (before, after)
+
+
+# ---------------------------------------------------------------- non-finite values
+def block(n_rows, k, seed=0):
+    """Real labels [k, 16, 4] of the toy SCM."""
+    return toy_labels(k * 16, seed=seed).to_numpy(np.float32).reshape(k, 16, 4).copy()
+
+
+def snapshot(module):
+    return [v.numpy().copy() for v in module.variables]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_nan_in_a_batch_skips_that_update_only(jit):
+    cfg = config(**FAST)
+    cc, pt = build(cfg, jit=jit)
+    k = cfg.n_critic + 1
+    real = block(16, k)
+    real[1, 3, 2] = np.nan  # the second critic update's batch
+    out = pt.train_iteration(tf.constant(real))
+    masks = out["nonfinite"].numpy()
+    assert masks.shape == (k,)
+    assert masks[1] != 0 and masks[0] == masks[2] == masks[3] == 0
+    assert "dcc_loss" in nonfinite.describe(masks[1], NONFINITE_NAMES)
+    assert int(pt.critic_optimizer.iterations.numpy()) == k - 1  # one critic update skipped
+    assert int(pt.cc_optimizer.iterations.numpy()) == 1
+    assert all(np.isfinite(v).all() for v in snapshot(pt) + snapshot(cc))
+
+    before_cc = [v.numpy().copy() for v in cc.trainable_variables]
+    before_pt = snapshot(pt)
+    real = block(16, k, seed=1)
+    real[-1, 0, 0] = np.inf  # the joint update's batch: neither network may move
+    out = pt.train_iteration(tf.constant(real))
+    masks = out["nonfinite"].numpy()
+    assert masks[-1] != 0 and not masks[:-1].any()
+    assert int(pt.cc_optimizer.iterations.numpy()) == 1
+    assert int(pt.critic_optimizer.iterations.numpy()) == 2 * k - 2
+    changed = [not np.array_equal(a, b) for a, b in zip(before_pt, snapshot(pt), strict=True)]
+    assert any(changed)  # the critic updates before it were applied...
+    for a, v in zip(before_cc, cc.trainable_variables, strict=True):
+        np.testing.assert_array_equal(a, v.numpy())  # ...the controller's weights did not
+    assert int(cc.step.numpy()) == 2  # iterations are counted, skipped or not
+
+
+def test_chunks_of_iterations_equal_single_iterations():
+    cfg = config(**FAST)
+    k = cfg.n_critic + 1
+    blocks = np.stack([block(16, k, seed=s) for s in range(3)])
+    cc1, pt1 = build(cfg, seed=3)
+    for b in blocks[:2]:
+        last = pt1.train_iteration(tf.constant(b))
+    cc2, pt2 = build(cfg, seed=3)
+    out = pt2.train_iterations(tf.constant(blocks), 2)  # the third block is not used
+    assert int(cc2.step.numpy()) == 2
+    assert out["nonfinite"].shape == (3, k) and not out["nonfinite"].numpy().any()
+    np.testing.assert_allclose(float(out["c_loss"]), float(last["c_loss"]), rtol=1e-5)
+    for a, b in zip(snapshot(pt1) + snapshot(cc1), snapshot(pt2) + snapshot(cc2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_nonfinite_counter_counts_streaks_across_calls():
+    names = ("a", "b")
+    counter = nonfinite.NonFiniteCounter(4, names, what="Testing")
+    assert counter.update(np.array([[0, 1], [2, 0]]), 10) == 2 and counter.streak == 0
+    assert counter.update(np.array([[0, 1], [1, 1]]), 12) == 3 and counter.streak == 3
+    assert counter.skipped == 5
+    with pytest.raises(nonfinite.NonFiniteError) as info:
+        counter.update(np.array([[2, 0]]), 14)
+    text = str(info.value)
+    assert "step 14" in text and "since step 12" in text and " b held NaN or Inf" in text
+    assert isinstance(info.value, UserError)
+    one = nonfinite.NonFiniteCounter(2, names)
+    one.update(1, 5)
+    with pytest.raises(nonfinite.NonFiniteError, match="stopped at step 6.*since step 5.*a and b held"):
+        one.update(3, 6)
+
+
+def test_check_names_each_nonfinite_value():
+    finite, bad = nonfinite.check({"x": tf.constant(1.0), "grads": [tf.constant([0.0, np.inf]),
+                                                                   None]}, ["grads", "x", "y"])
+    assert not bool(finite) and nonfinite.describe(int(bad), ["grads", "x", "y"]) == ["grads"]
+    finite, bad = nonfinite.check({"y": tf.constant(np.nan)}, ["grads", "x", "y"])
+    assert int(bad) == 4
+    assert bool(nonfinite.check({"x": [tf.ones([3])]})[0])
+
+
+def test_nan_in_a_weight_stops_the_loop_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = config(**FAST, pretrain_iter=20, min_pretrain_iter=0, min_tvd=0.0)
+    frame = toy_labels(500)
+    cc, pt = build(cfg)
+    pretrain_loop(cc, pt, stream(frame, cc.label_names), frame, cfg, str(tmp_path),
+                  log_step=2, progress=False, tvd_samples=5000)
+    good = (tmp_path / "checkpoints" / "CC-Model-20.index").read_bytes()
+    cc.Male.weights[0].assign(tf.tensor_scatter_nd_update(cc.Male.weights[0], [[0, 0]],
+                                                          [np.nan]))
+    moments = [m.numpy().copy() for m in pt.cc_optimizer.m + pt.critic_optimizer.v]
+    cfg.pretrain_iter = 60
+    writer = tf.summary.create_file_writer(str(tmp_path / "summaries"))
+    with pytest.raises(nonfinite.NonFiniteError) as info:
+        pretrain_loop(cc, pt, stream(frame, cc.label_names), frame, cfg, str(tmp_path),
+                      summary_writer=writer, log_step=2, progress=False, tvd_samples=5000,
+                      max_nonfinite=9)
+    text = str(info.value)
+    assert "dcc_loss" in text and "stopped at step 23" in text and "since step 21" in text
+    # 21, 22: 4 updates each (n_critic 3 + joint) skipped; the 9th in a row is in step 23
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == [
+        "CC-Model-20.index"]
+    assert (tmp_path / "checkpoints" / "CC-Model-20.index").read_bytes() == good
+    for before, m in zip(moments, pt.cc_optimizer.m + pt.critic_optimizer.v, strict=True):
+        np.testing.assert_array_equal(before, m.numpy())  # no optimizer state was touched
+    writer.flush()
+
+
+def test_skipped_updates_are_counted_in_summaries(tmp_path):
+    cfg = config(**FAST, pretrain_iter=4, min_pretrain_iter=0, min_tvd=0.0)
+    frame = toy_labels(500)
+    cc, pt = build(cfg)
+    k = cfg.n_critic + 1
+
+    def batches():  # the 2nd batch of each block has a NaN: one skipped update per block
+        for i in itertools.count():
+            b = frame.sample(16, random_state=i).to_numpy(np.float32).copy()
+            if i % k == 1:
+                b[0, 0] = np.nan
+            yield b
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "summaries"))
+    result = pretrain_loop(cc, pt, batches(), frame, cfg, str(tmp_path), summary_writer=writer,
+                           log_step=2, progress=False, tvd_samples=5000, max_nonfinite=3)
+    assert result["skipped_updates"] == 4 and result["step"] == 4
+    assert "pretrain/skipped_updates" in read_tags(tmp_path / "summaries")
+
+
+# ---------------------------------------------------------------- stopping and resuming
+class Stop:
+    signum = None
+
+
+def test_a_stop_request_ends_the_loop_with_a_checkpoint_and_resume_continues(tmp_path):
+    cfg = config(**FAST, pretrain_iter=100, min_pretrain_iter=0, min_tvd=0.0)
+    frame = toy_labels(500)
+    cc, pt = build(cfg)
+    stop = Stop()
+
+    def batches():
+        for i, b in enumerate(stream(frame, cc.label_names)):
+            if i == 4 * (cfg.n_critic + 1):  # while the 5th iteration is drawn
+                stop.signum = 15
+            yield b.numpy()
+
+    result = pretrain_loop(cc, pt, batches(), frame, cfg, str(tmp_path), log_step=1,
+                           progress=False, tvd_samples=5000, stop=stop)
+    assert result["stopped_by"] == 15 and result["step"] == 5 and not result["stopped_early"]
+    assert result["checkpoint"].endswith("CC-Model-5")
+    cfg.pretrain_iter = 12
+    cc2, pt2 = build(cfg, seed=9)  # a fresh process: resumes from the newest checkpoint
+    result = pretrain_loop(cc2, pt2, stream(frame, cc.label_names), frame, cfg, str(tmp_path),
+                           log_step=1, progress=False, tvd_samples=5000)
+    assert result["step"] == 12 and int(pt2.cc_optimizer.iterations.numpy()) == 12
+
+
+def test_half_written_checkpoints_are_never_taken(tmp_path, caplog):
+    cfg = config(**FAST)
+    cc, pt = build(cfg)
+    save_controller(cc, pt, str(tmp_path), 10)
+    good = tmp_path / "CC-Model-10.index"
+    # what a kill leaves: a newer index cut short (TensorFlow writes it in place), a data
+    # file without an index, and the temporary folder of our own interrupted write
+    (tmp_path / "CC-Model-30.index").write_bytes(good.read_bytes()[:40])
+    for data in tmp_path.glob("CC-Model-10.data-*"):
+        (tmp_path / data.name.replace("-10.", "-30.")).write_bytes(data.read_bytes())
+        (tmp_path / data.name.replace("-10.", "-40.")).write_bytes(data.read_bytes()[:10])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    partial = tmp_path / f".CC-Model-20.partial-{dead}"
+    partial.mkdir()
+    (partial / "junk").write_text("x")
+    from causal_controller.pretrain import latest_controller_checkpoint
+
+    with caplog.at_level("WARNING"):
+        assert latest_controller_checkpoint(str(tmp_path)) == str(tmp_path / "CC-Model-10")
+    assert "CC-Model-30" in caplog.text
+    with pytest.raises(UserError, match="Cannot read"):
+        load_controller(cc, str(tmp_path / "CC-Model-30"))
+    save_controller(cc, pt, str(tmp_path), 11)  # the next save clears the dead write's folder
+    assert not partial.exists()
+    assert latest_controller_checkpoint(str(tmp_path)) == str(tmp_path / "CC-Model-11")
+
+
+def test_full_disk_while_saving_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import errno
+
+    cfg = config(**FAST)
+    cc, pt = build(cfg)
+    real_write = tf.train.Checkpoint.write
+
+    def full_disk(self, prefix, options=None):
+        real_write(self, prefix)  # the files are there, then the disk is full
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}: "
+                                               f"{os.strerror(errno.ENOSPC)}")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", full_disk)
+    with pytest.raises(UserError, match="disk is full"):
+        save_controller(cc, pt, str(tmp_path), 7)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the TVD fast path
+def test_histogram_tvd_and_crosstab_equal_the_reference_computation(tmp_path):
+    from causal_controller.pretrain import expand_counts, tvd_of_counts
+    from figure_scripts import pairwise
+
+    cfg = config(**FAST)
+    cc, pt = build(cfg)
+    frame = toy_labels(3000)
+    counts = pt.label_counts(25_000, seed=4)
+    assert counts.sum() == 25_000 and len(counts) == 16
+    np.testing.assert_array_equal(counts, pt.label_counts(25_000, seed=4))
+    samples = expand_counts(counts, cc.label_names)
+    data_counts = np.bincount(pairwise.encode(frame[cc.label_names].to_numpy()), minlength=16)
+    assert tvd_of_counts(counts, data_counts) == pairwise.calc_tvd(samples, frame)
+    # the same distribution as the controller's own sampler (same noise law)
+    labels = cc.sample(25_000, seed=1)[0].numpy()
+    other = np.bincount(pairwise.encode(labels), minlength=16)
+    assert tvd_of_counts(counts, other) < 0.03
+    cfg.pretrain_iter, cfg.min_pretrain_iter, cfg.min_tvd = 10, 0, 0.0
+    result = pretrain_loop(cc, pt, stream(frame, cc.label_names), frame, cfg, str(tmp_path),
+                           log_step=1, progress=False, tvd_samples=25_000)
+    text = (tmp_path / "10_glabel_crosstab.txt").read_text()
+    assert text.startswith("Step: 10\nSamples: 25000") and f"TVD: {result['tvd']:.6f}" in text
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_the_counters_transposed_forward_is_the_controllers_forward():
+    from causal_controller.pretrain import LabelCounter
+
+    for graph in (SMALL, [(n, p) for n, p in __import__("causal_graph").get_causal_graph(
+            "big_causal_graph")]):
+        cc = CausalController(graph, config(cc_n_layers=3, cc_n_hidden=5), seed=2)
+        noise = tf.random.uniform([len(cc), 300, 5], -1.0, 1.0)
+        expected = cc.forward(tf.unstack(noise))[0].numpy()
+        got = LabelCounter(cc).forward_transposed([tf.transpose(z) for z in tf.unstack(noise)])
+        np.testing.assert_allclose(got.numpy().T, expected, atol=1e-6)
