@@ -11,7 +11,14 @@ Two pipelines:
   needs no images.
 * ``image_dataset``: shuffled batches of (image, labels): decode, centre-crop 108x108,
   resize, random left-right flip, values in [0, 255]. The order and the flips follow
-  the seed. A file that cannot be read or decoded is skipped with one warning naming it.
+  the seed. A file that cannot be read or decoded is skipped with one warning naming it
+  (the first 20 are named). If no image of a whole epoch can be read, the pipeline
+  stops with an error (``unreadable_data_error`` turns it into a ``UserError``) instead
+  of searching for a readable one for ever.
+
+Images are decoded by content, whatever their name says: JPEG, PNG, GIF or BMP, grey,
+RGB or RGBA (converted to RGB; the alpha channel is dropped), of any size (the crop
+window shrinks to fit, then everything is resized to the same square).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +42,12 @@ log = logging.getLogger(__name__)
 ATTRIBUTE_FILES = ("list_attr_celeba.txt", "list_attr_celeba.csv")
 CROP_SIZE = 108
 TOYFACES_DEFAULT_N = 20000
+MAX_NAMED_SKIPS = 20  # unreadable images named in warnings, per pipeline
+UNREADABLE_MESSAGE = (
+    "[unreadable data set] None of the {n} images in {folder} could be read or decoded, "
+    "so there is nothing to train on. Check the files (are they JPEG or PNG images?), or "
+    "prepare the dataset again.[/unreadable data set]"
+)
 RESIZE_METHODS = {
     "AREA": tf.image.ResizeMethod.AREA,
     "BILINEAR": tf.image.ResizeMethod.BILINEAR,
@@ -95,7 +110,7 @@ def _read_txt(path: Path) -> pd.DataFrame:
         )
     _check_names(path, names, header_line)
     try:
-        raw = pd.read_csv(
+        raw = _read_table(
             path,
             sep=r"\s+",
             header=None,
@@ -105,7 +120,7 @@ def _read_txt(path: Path) -> pd.DataFrame:
             dtype={"image_id": str},
             engine="c",
         )
-    except (pd.errors.ParserError, ValueError):
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
         raise UserError(_diagnose(path, names, skip, None, {-1, 1})) from None
     table = _validate(path, raw, names, skip, None, allow_zero=False)
     if count is not None and count != len(table):
@@ -130,7 +145,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     names = header[1:]
     _check_names(path, names, 1)
     try:
-        raw = pd.read_csv(
+        raw = _read_table(
             path,
             header=None,
             skiprows=1,
@@ -140,9 +155,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
             skipinitialspace=True,
             engine="c",
         )
-    except (pd.errors.ParserError, ValueError):
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
         raise UserError(_diagnose(path, names, 1, ",", {-1, 0, 1})) from None
     return _validate(path, raw, names, 1, ",", allow_zero=True)
+
+
+def _read_table(path: Path, **kwargs) -> pd.DataFrame:
+    """pandas.read_csv, with its warning about a row longer than the header (it would
+    drop the extra values silently) raised as an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return pd.read_csv(path, **kwargs)
 
 
 def _check_names(path: Path, names: list[str], line: int) -> None:
@@ -269,15 +292,7 @@ def resolve_dataset_dir(data_dir, dataset: str, seed: int = 0) -> Path:
         try:
             find_attribute_file(folder)
         except UserError:
-            import toy_faces
-
-            log.info(
-                "Dataset %s not found: rendering the toy faces (%d images, seed %d) once.",
-                folder,
-                TOYFACES_DEFAULT_N,
-                seed,
-            )
-            toy_faces.render_dataset(folder, n=TOYFACES_DEFAULT_N, seed=seed)
+            _render_toyfaces(folder, seed)
         return folder
     if not folder.is_dir():
         if dataset == "celebA":
@@ -295,6 +310,36 @@ def resolve_dataset_dir(data_dir, dataset: str, seed: int = 0) -> Path:
         steps = CELEBA_STEPS.format(data_dir=data_dir) if dataset == "celebA" else ""
         raise UserError(f"{err} {steps}".strip()) from None
     return folder
+
+
+def unreadable_data_error(err) -> UserError | None:
+    """The UserError behind an ``image_dataset`` error whose images are all unreadable
+    (TensorFlow raises it from inside the pipeline), or None for any other error."""
+    text = str(getattr(err, "message", err))
+    start, end = "[unreadable data set]", "[/unreadable data set]"
+    if start in text and end in text:
+        return UserError(text.split(start, 1)[1].split(end, 1)[0].strip())
+    return None
+
+
+def _render_toyfaces(folder: Path, seed: int) -> None:
+    """Render the bundled toy faces into ``folder`` unless another process does (or did):
+    runs started together render the set once, the others wait and reuse it."""
+    import toy_faces
+
+    try:
+        rendered = toy_faces.ensure_dataset(
+            folder, n=TOYFACES_DEFAULT_N, seed=seed,
+            before=lambda: log.info(
+                "Dataset %s not found: rendering the toy faces (%d images, seed %d) once.",
+                folder, TOYFACES_DEFAULT_N, seed))
+    except (OSError, RuntimeError) as err:
+        raise UserError(
+            f"Cannot render the toy faces into {folder} ({err}). Give --data_dir a folder "
+            "you can write to, or render them elsewhere with python toy_faces.py --out "
+            "<folder>/toyfaces and pass that <folder> as --data_dir.") from None
+    if not rendered:
+        log.info("Dataset %s was rendered by another run meanwhile; using it.", folder)
 
 
 def check_images(dataset_dir, attr_df: pd.DataFrame) -> None:
@@ -428,7 +473,9 @@ def image_dataset(
 
     Images are read from ``dataset_dir/images/<index of attr_df>``. The order (one
     permutation per epoch) and the flips are fixed by ``seed``. A file that cannot be
-    read or decoded is skipped; the first time, a warning names it.
+    read or decoded is skipped; the first time, a warning names it. An epoch in which no
+    image can be read raises tf.errors.InvalidArgumentError (see
+    ``unreadable_data_error``).
     """
     _check_batch_size(batch_size)
     method = RESIZE_METHODS.get(str(resize_method).upper())
@@ -449,6 +496,11 @@ def image_dataset(
     parallel = max(1, min(int(num_worker), os.cpu_count() or 1))
 
     def load(position, index):
+        if_marker = tf.zeros([size, size, channels]), tf.zeros([k])
+        return tf.cond(index < 0, lambda: (position, *if_marker),
+                       lambda: load_image(position, index))
+
+    def load_image(position, index):
         image = _decode(tf.io.read_file(paths[index]), is_crop)
         image = tf.image.resize(image, [size, size], method=method)
         image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)
@@ -464,8 +516,10 @@ def image_dataset(
     warned: set[str] = set()
 
     def report_skipped(first, end):
-        # Positions first..end-1 vanished in ignore_errors: name their files once each.
+        # Positions first..end-1 vanished in ignore_errors: name their files (a few).
         for position in range(int(first), int(end)):
+            if len(warned) >= MAX_NAMED_SKIPS:
+                break
             epoch, offset = divmod(position, n)
             index = int(_epoch_order(n, seed, epoch, shuffle)[offset])
             path = paths_np[index]
@@ -477,33 +531,45 @@ def image_dataset(
                 reason = "unknown error"
             except (tf.errors.OpError, ValueError) as err:
                 reason = getattr(err, "message", str(err)).splitlines()[0]
-            log.warning("Skipped image %s: it cannot be read or decoded (%s).", path, reason)
+                reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:.*$", "", reason)
+            log.warning("Skipped image %s: it cannot be read or decoded (%s).%s", path, reason,
+                        " Further unreadable images are skipped without a warning."
+                        if len(warned) == MAX_NAMED_SKIPS else "")
         return np.int64(0)
 
-    def track(expected, element):
+    def track(state, element):
+        # state: (next position expected, images read so far in this epoch). A gap in the
+        # positions is a skipped file; an epoch's end marker with nothing read stops the
+        # pipeline instead of letting it look for a readable image for ever.
+        expected, read = state
         position, image, label = element
+        is_end = position < 0
+        end = tf.where(is_end, (-position) * n, position)  # an end marker: -(epoch + 1)
         report = tf.cond(
-            position > expected,
-            lambda: tf.py_function(report_skipped, [expected, position], tf.int64),
+            end > expected,
+            lambda: tf.py_function(report_skipped, [expected, end], tf.int64),
             lambda: tf.constant(0, tf.int64),
         )
-        return position + 1 + 0 * report, (position, image, label)
+        unreadable = tf.logical_and(is_end, tf.equal(read, 0))
+        check = tf.debugging.Assert(tf.logical_not(unreadable), [UNREADABLE_MESSAGE.format(
+            n=n, folder=folder)])
+        with tf.control_dependencies([check]):
+            expected = tf.where(is_end, end, position + 1) + 0 * report
+            read = tf.where(is_end, tf.constant(0, tf.int64), read + 1)
+        return (expected, read), (position, image, label)
+
+    def epoch(e):
+        items = tf.data.Dataset.from_tensor_slices(
+            (e * n + tf.range(n, dtype=tf.int64), _epoch_order(n, seed, e, shuffle)))
+        end = tf.data.Dataset.from_tensors((-(e + 1), tf.constant(-1, tf.int64)))
+        return items.concatenate(end)
 
     epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-    ds = epochs.flat_map(
-        lambda e: tf.data.Dataset.from_tensor_slices(_epoch_order(n, seed, e, shuffle))
-    )
-    ds = ds.enumerate().map(load, num_parallel_calls=parallel, deterministic=True)
+    ds = epochs.flat_map(epoch)
+    ds = ds.map(load, num_parallel_calls=parallel, deterministic=True)
     ds = ds.ignore_errors()
-    if not repeat:  # a sentinel lets a bad final file be reported too
-        ds = ds.concatenate(
-            tf.data.Dataset.from_tensors(
-                (tf.constant(n, tf.int64), tf.zeros([size, size, channels]), tf.zeros([k]))
-            )
-        )
-    ds = ds.scan(tf.constant(0, tf.int64), track)
-    if not repeat:
-        ds = ds.filter(lambda position, image, label: position < n)
+    ds = ds.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), track)
+    ds = ds.filter(lambda position, image, label: position >= 0)
     ds = ds.map(lambda position, image, label: (image, label))
     ds = ds.batch(int(batch_size), drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE)

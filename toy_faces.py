@@ -14,12 +14,16 @@ Command line::
 
 The dataset folder holds ``images/000001.jpg ...``, ``list_attr_celeba.txt`` (CelebA
 format) and ``scm.json`` (the graph and its tables). The same seed gives byte-identical
-files whatever the number of worker processes.
+files whatever the number of worker processes. Processes rendering the same folder at
+once take turns on a lock file beside it (``.<folder>.lock``, there only while one
+renders): the first renders, the others wait and then find the folder complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import multiprocessing
@@ -395,13 +399,67 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
 
 
+_LOCK_HELD = "TOYFACES_LOCK_HELD"  # set for a child process rendering under its parent's lock
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
+@contextlib.contextmanager
+def _dataset_lock(out: Path):
+    """Hold the lock file beside ``out`` (waiting, with a message, while another process
+    holds it). The lock goes with the process, so a killed renderer never blocks others;
+    the holder removes the file when done, and a waiter that then finds its file gone
+    from the path tries again on the current one."""
+    path = _lock_path(out)
+    if os.environ.get(_LOCK_HELD) == str(path.resolve()):
+        yield  # our parent process holds it for us
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        handle = open(path, "a")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    log.info("waiting for another process that is rendering %s ...", out)
+                    waited = True
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                current = os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            handle.close()
+            raise
+        if current:
+            break
+        handle.close()  # the holder before us removed this file: lock the current one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still ours here: waiters will see it is gone
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def is_complete(out) -> bool:
+    """Whether ``out`` holds a rendered dataset (folders are published whole, so the
+    attribute file is there only when everything is)."""
+    return (Path(out) / "list_attr_celeba.txt").exists()
+
+
 def _render_in_subprocess(
     out: Path, n: int, seed: int, workers: int, progress: bool, overwrite: bool, scm: ToyFacesSCM
 ) -> Path:
     """Run this file's command line in a fresh interpreter.
 
     Used when TensorFlow is loaded here: forking a process that runs TensorFlow's thread
-    pools can deadlock, and "spawn" would re-import the caller's main script.
+    pools can deadlock, and "spawn" would re-import the caller's main script. The child
+    renders under this process's lock.
     """
     import subprocess
 
@@ -424,7 +482,8 @@ def _render_in_subprocess(
         ]
         command += ["--overwrite"] if overwrite else []
         command += [] if progress else ["--quiet"]
-        result = subprocess.run(command, check=False)
+        env = {**os.environ, _LOCK_HELD: str(_lock_path(out).resolve())}
+        result = subprocess.run(command, check=False, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"rendering the toy faces failed (exit code {result.returncode})")
     return out
@@ -444,14 +503,41 @@ def render_dataset(
     Everything is written into a hidden sibling folder that is renamed to ``out`` only
     when complete. An existing complete dataset is replaced only with ``overwrite``; an
     incomplete existing folder is moved aside to ``<out>.old-<time>``, never deleted.
+    Holds the lock file beside ``out`` while it works.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    if (out / "list_attr_celeba.txt").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a dataset; pass overwrite=True to replace it")
+    with _dataset_lock(out):
+        if is_complete(out) and not overwrite:
+            raise FileExistsError(
+                f"{out} already holds a dataset; pass overwrite=True to replace it")
+        return _render(out, n, seed, workers, progress, overwrite, scm)
+
+
+def ensure_dataset(out, n: int = 20000, seed: int = 0, workers: int | None = None,
+                   progress: bool = True, before=None) -> bool:
+    """Render the dataset into ``out`` unless it is there; True if this call rendered it.
+
+    Several processes may call this at once: one renders, the others wait for it and
+    return False. ``before()`` is called just before rendering starts.
+    """
+    out = Path(out)
+    if is_complete(out):
+        return False
+    with _dataset_lock(out):
+        if is_complete(out):
+            return False
+        if before is not None:
+            before()
+        _render(out, n, seed, workers, progress, False, None)
+    return True
+
+
+def _render(out: Path, n: int, seed: int, workers: int | None, progress: bool,
+            overwrite: bool, scm: ToyFacesSCM | None) -> Path:
+    from tqdm import tqdm
+
     scm = scm or default_scm()
     workers = workers or os.cpu_count() or 1
     chunk = 100  # images per worker task

@@ -396,3 +396,59 @@ def test_missing_image_during_training_is_skipped_and_named(tmp_path, caplog):
 def test_image_dataset_rejects_missing_label(tmp_path):
     with pytest.raises(UserError, match="Smiling"):
         dl.image_dataset(tmp_path, table(2), ["Smiling"], 2)
+
+
+@pytest.mark.parametrize("repeat", [True, False])
+def test_all_images_unreadable_stops_the_pipeline_with_a_clear_error(tmp_path, repeat, caplog):
+    import tensorflow as tf
+
+    df = make_dataset(tmp_path, 30, noise_image, ".jpg")
+    for name in df.index:
+        path = tmp_path / "images" / name
+        path.write_bytes(path.read_bytes()[:200])  # truncated JPEGs
+    ds = dl.image_dataset(tmp_path, df, NAMES, 4, scale_size=8, seed=0, repeat=repeat)
+    with caplog.at_level(logging.WARNING), pytest.raises(tf.errors.InvalidArgumentError) as info:
+        next(iter(ds))
+    error = dl.unreadable_data_error(info.value)
+    assert error is not None and "None of the 30 images" in str(error)
+    assert str(tmp_path / "images") in str(error)
+    assert caplog.text.count("Skipped image") == dl.MAX_NAMED_SKIPS  # not one per file
+    assert dl.unreadable_data_error(ValueError("something else")) is None
+
+
+def test_a_few_readable_images_are_enough(tmp_path):
+    df = make_dataset(tmp_path, 12, noise_image, ".png")
+    for name in df.index[1:]:
+        (tmp_path / "images" / name).write_bytes(b"not an image")
+    ds = dl.image_dataset(tmp_path, df, NAMES, 3, scale_size=8, seed=0)
+    images, _ = next(iter(ds))  # the one good image, met in three epochs
+    assert images.shape == (3, 8, 8, 3)
+
+
+def test_two_processes_render_the_toy_faces_once(tmp_path):
+    """Two runs needing the toy faces at once: one renders, the other waits and reuses."""
+    import subprocess
+    import sys
+    import time
+
+    import toy_faces
+
+    out = tmp_path / "toyfaces"
+    code = ("import logging, sys, toy_faces; logging.basicConfig(level=logging.INFO); "
+            f"print(toy_faces.ensure_dataset({str(out)!r}, n=150, workers=1, progress=False))")
+    logs = [tmp_path / f"log{i}.txt" for i in range(2)]
+    with toy_faces._dataset_lock(out):  # hold the lock until both wait for it, then race
+        procs = [subprocess.Popen([sys.executable, "-c", code], cwd=dl.Path(__file__).parents[1],
+                                  stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+                 for log in logs]
+        deadline = time.monotonic() + 120
+        while not all("waiting for another process" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.1)
+    results = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(results) == ["False", "True"]
+    for log in logs:
+        log.unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toyfaces"]  # no lock file left
+    assert len(list((out / "images").iterdir())) == 150
+    assert not toy_faces.ensure_dataset(out, n=150)  # complete: nothing to do
