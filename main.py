@@ -11,7 +11,11 @@ import difflib
 import logging
 import os
 import random
+import signal
+import socket
 import sys
+import threading
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
@@ -29,9 +33,13 @@ from utils import (
     resolve_run_dir,
     save_configs,
     setup_logging,
+    write_failure,
 )
 
 log = logging.getLogger("main")
+
+STUCK_STOP_SECONDS = 10.0  # a stop request waiting this long behind the input pipeline exits
+_run_dir = None  # the run folder once known, for messages
 
 # Every flag group, in the order --help shows them.
 FLAG_GROUPS = {
@@ -228,11 +236,25 @@ def main(trainer):
                  "--model_type began --is_train True (image model)")
 
 
+def explain(err):
+    """A UserError for an error caused by the data or the machine rather than by a bug:
+    a data set none of whose images can be read, a full disk, a folder that cannot be
+    written. None for anything else (which keeps its traceback)."""
+    loader = sys.modules.get("data_loader")  # only errors of a pipeline it built
+    found = loader.unreadable_data_error(err) if loader is not None else None
+    if found is None:
+        what = getattr(err, "filename", None) or "the run's files"
+        found = write_failure(err, what)
+    return found
+
+
 def run(argv=None):
     """Command-line entry point: 0 on success, 2 on a user error, 130/143 when interrupted."""
+    global _run_dir
     trainer = None
     try:
         trainer = get_trainer(argv)
+        _run_dir = trainer.config.model_dir
         main(trainer)
     except UserError as err:
         print(f"main.py: error: {err}", file=sys.stderr)
@@ -243,11 +265,85 @@ def run(argv=None):
     except SystemExit as exit_request:  # --help, usage errors, SIGTERM during training
         code = exit_request.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except Exception as err:
+        explained = explain(err)
+        if explained is None:
+            raise
+        print(f"main.py: error: {explained}", file=sys.stderr)
+        return 2
     finally:
         writer = getattr(trainer, "summary_writer", None)
         if writer is not None:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception as err:  # e.g. the disk is full: the error above says so
+                log.warning("summaries not flushed: %s", str(err).splitlines()[0][:200])
     return 0
+
+
+_INPUT_PIPELINE_FILES = (
+    os.path.join("tensorflow", "python", "data", "ops", ""),
+    os.path.join("tensorflow", "python", "distribute", "input_lib"),
+)
+
+
+def waiting_for_input(frame) -> bool:
+    """Whether a thread's stack (its innermost frame) is inside a tf.data iterator."""
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in _INPUT_PIPELINE_FILES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def start_stop_watchdog(grace: float = STUCK_STOP_SECONDS):
+    """End the process when a stop request (Ctrl-C, SIGTERM) is stuck behind the input
+    pipeline; returns the watching thread (None when it cannot watch).
+
+    Python runs signal handlers only between bytecodes of the main thread, so a loop
+    blocked in a tf.data iterator (say, one searching a folder of unreadable or slow
+    images) would not notice a stop request for as long as it blocks. This thread hears
+    of the signal at once through ``signal.set_wakeup_fd``; if the main thread is still
+    inside the input pipeline ``grace`` seconds later, it prints what happened and exits
+    with 128 + the signal number. A step or a checkpoint in progress is never inside the
+    input pipeline, so it is never cut short: the loops stop those themselves.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    main_id = threading.main_thread().ident
+
+    def watch(keep_open=writer):  # the wakeup fd must stay open as long as we watch
+        signum, since = None, None
+        while True:
+            reader.settimeout(None if signum is None else 0.25)
+            try:
+                received = reader.recv(64)
+                if not received:
+                    return  # the writing end was closed: nothing more to hear
+                for byte in received:
+                    if signum is None and byte in (signal.SIGINT, signal.SIGTERM):
+                        signum = byte
+            except TimeoutError:
+                pass
+            if signum is None:
+                continue
+            if not waiting_for_input(sys._current_frames().get(main_id)):
+                since = None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since >= grace:
+                where = f"; resume with --load_path {_run_dir}" if _run_dir else ""
+                print(f"main.py: stopped by {signal.Signals(signum).name} while waiting for the "
+                      f"input pipeline for {grace:.0f} s: nothing was saved after the last "
+                      f"checkpoint{where}", file=sys.stderr, flush=True)
+                os._exit(128 + signum)
+
+    thread = threading.Thread(target=watch, name="stop-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 if __name__ == "__main__":
@@ -259,6 +355,7 @@ if __name__ == "__main__":
         model = trainer.model
         main(trainer)
     else:
+        start_stop_watchdog()
         exit_code = run()
         # Everything is saved and flushed by now. Tearing down TensorFlow's objects at
         # interpreter exit can take tens of seconds, so leave at once.
