@@ -1,5 +1,6 @@
 """Long runs through python main.py: stop requests, kills at any moment, several runs at once."""
 
+import json
 import os
 import re
 import signal
@@ -11,11 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN = ["--causal_model", "big_causal_graph", "--dataset", "toyfaces", "--num_gpu", "0",
-            "--batch_size", "4", "--cc_n_layers", "2", "--cc_n_hidden", "4", "--n_critic", "2",
-            "--critic_layers", "3", "--critic_hidden_size", "4", "--log_step", "1",
-            "--is_pretrain", "True", "--pretrain_iter", "100000",
-            "--min_pretrain_iter", "100000"]
+SMALL = ["--causal_model", "big_causal_graph", "--dataset", "toyfaces", "--num_gpu", "0",
+         "--batch_size", "4", "--cc_n_layers", "2", "--cc_n_hidden", "4"]
+PRETRAIN = ["--dataset", "toyfaces", "--num_gpu", "0", "--batch_size", "4",
+            "--cc_n_layers", "2", "--cc_n_hidden", "4", "--n_critic", "2", "--critic_layers", "3",
+            "--critic_hidden_size", "4", "--log_step", "1", "--is_pretrain", "True",
+            "--pretrain_iter", "100000", "--min_pretrain_iter", "100000"]
+GRAPH = {"Young": [], "Male": [], "Bald": ["Male", "Young"]}  # small: compiles in seconds
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,10 @@ def test_pretraining_survives_stop_requests_and_kills_at_any_moment(data_dir, tm
     """SIGTERM, SIGKILL during a checkpoint write, SIGKILL between writes, Ctrl-C: each time
     --load_path continues from the last complete checkpoint, and the run finishes."""
     logs = tmp_path / "logs"
-    first = Run(tmp_path, *PRETRAIN, "--data_dir", str(data_dir), "--log_dir", str(logs))
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(GRAPH))
+    first = Run(tmp_path, "--causal_model", str(graph), *PRETRAIN, "--data_dir", str(data_dir),
+                "--log_dir", str(logs))
     wait_for(lambda: logs.exists() and any(logs.iterdir()), process=first.process)
     run = next(logs.iterdir())
     wait_for(lambda: complete_steps(run), process=first.process)
@@ -188,7 +194,7 @@ def test_sigterm_on_a_data_set_of_corrupt_images_ends_the_run_promptly(data_dir,
     for image in (corrupt / "toyfaces" / "images").iterdir():
         image.write_bytes(image.read_bytes()[:100])
     logs = tmp_path / "logs"
-    args = [*PRETRAIN[:12], "--data_dir", str(corrupt), "--log_dir", str(logs),
+    args = [*SMALL, "--data_dir", str(corrupt), "--log_dir", str(logs),
             "--model_type", "began", "--is_train", "True", "--num_iter", "1000000",
             "--input_scale_size", "8", "--conv_hidden_num", "4", "--z_num", "8", "--z_dim", "4",
             "--num_worker", "2"]

@@ -189,3 +189,46 @@ def test_same_seed_same_start():
     second = (np.random.rand(3), tf.random.uniform([3]).numpy())
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_explain_turns_a_full_disk_or_unreadable_data_into_a_message():
+    import errno
+    import os
+
+    import tensorflow as tf
+
+    import data_loader
+
+    full = main.explain(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/x/ckpt-5.index"))
+    assert isinstance(full, UserError) and "/x/ckpt-5.index" in str(full)
+    assert "disk is full" in str(full)
+    tf_full = tf.errors.ResourceExhaustedError(None, None, f"ckpt: {os.strerror(errno.ENOSPC)}")
+    assert "disk is full" in str(main.explain(tf_full))
+    read_only = main.explain(OSError(errno.EROFS, os.strerror(errno.EROFS), "/x"))
+    assert "read-only" in str(read_only)
+    unreadable = tf.errors.InvalidArgumentError(None, None, "assertion failed: [" + (
+        data_loader.UNREADABLE_MESSAGE.format(n=3, folder="/d/images")) + "]")
+    assert str(main.explain(unreadable)).startswith("None of the 3 images in /d/images")
+    assert main.explain(ValueError("a bug")) is None  # anything else keeps its traceback
+    assert main.explain(OSError(errno.ENOENT, "No such file or directory")) is None
+
+
+def test_watchdog_knows_when_the_main_thread_waits_for_input():
+    import sys
+    import threading
+
+    import tensorflow as tf
+
+    seen = {}
+    ready = threading.Event()
+
+    def probe(x):
+        seen["waiting"] = main.waiting_for_input(sys._current_frames()[main_thread])
+        ready.set()
+        return x
+
+    main_thread = threading.get_ident()
+    ds = tf.data.Dataset.range(1).map(lambda x: tf.py_function(probe, [x], tf.int64))
+    next(iter(ds))
+    assert ready.is_set() and seen["waiting"] is True
+    assert main.waiting_for_input(sys._getframe()) is False
