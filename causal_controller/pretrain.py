@@ -679,7 +679,7 @@ def pretrain_loop(cc, pretrainer: ControllerPretrainer, real_labels, data_labels
     saved = {checkpoint_step(path): path} if path else {}
     counter = nonfinite.NonFiniteCounter(
         max_nonfinite, NONFINITE_NAMES, what="Controller pretraining",
-        advice=f"The last good controller checkpoint is the newest one in {ckpt_dir}.")
+        advice=f"Checkpoints written before stay as they were (the controller's in {ckpt_dir}).")
     checks = _TvdChecks(pretrainer, data, controller_dir, tvd_samples, writer, step_offset,
                         background=background)
     tvd, last_check = float("nan"), None

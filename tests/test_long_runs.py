@@ -147,6 +147,25 @@ def test_pretraining_survives_stop_requests_and_kills_at_any_moment(data_dir, tm
     assert not leftovers, leftovers
 
 
+def test_a_diverging_run_stops_naming_the_loss_and_the_step(data_dir, tmp_path):
+    """Learning rates of 1e30: after the first updates every loss is NaN or Inf; each
+    update is skipped, and --max_nonfinite of them in a row end the run (exit 2)."""
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(GRAPH))
+    logs = tmp_path / "logs"
+    run = Run(tmp_path, "--causal_model", str(graph), *PRETRAIN, "--data_dir", str(data_dir),
+              "--log_dir", str(logs), "--pt_cc_lr", "1e30", "--pt_dcc_lr", "1e30",
+              "--max_nonfinite", "10")
+    code, _, err = run.wait()
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    message = [line for line in err.splitlines() if line.startswith("main.py: error:")]
+    assert len(message) == 1
+    assert re.search(r"stopped at step \d+: 10 updates in a row were skipped", message[0])
+    assert "dcc_loss" in message[0]
+    (folder,) = logs.iterdir()
+    assert run_checkpoint_step(folder) == 0  # the last good checkpoint: nothing after it
+
+
 STUCK_PIPELINE = """
 import signal, sys, time
 sys.path.insert(0, {root!r})
