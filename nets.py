@@ -6,6 +6,7 @@
     Dense(in_dim, out_dim, stddev=None)   x @ w + b (Glorot-uniform w, or N(0, stddev))
     make_adam(variables, learning_rate, beta1, beta2)   a Keras Adam, slots built
     apply_mean_gradients(optimizer, grads, variables)    the replica-mean update
+    apply_mean_gradients_if_finite(updates, losses, names)   ...skipped on NaN/Inf
     draw_controller_labels(controller, rng, batch_size)  the frozen controller's labels
 
 Everything is a ``tf.Module`` of plain ``tf.Variable`` made at construction, so
@@ -14,9 +15,12 @@ checkpoints and optimizers see every variable (and every slot) before the first 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import tensorflow as tf
+
+import nonfinite
 
 
 def to_unit(images):
@@ -94,6 +98,73 @@ def apply_mean_gradients(optimizer, grads, variables) -> None:
     replicas = tf.distribute.get_replica_context().num_replicas_in_sync
     scale = 1.0 / float(replicas)
     optimizer.apply([g * scale if replicas > 1 else g for g in grads], list(variables))
+
+
+def gradient_name(loss: str) -> str:
+    """The name of the gradients of ``loss`` in a non-finite mask."""
+    return f"gradients of {loss}"
+
+
+def apply_mean_gradients_if_finite(updates, losses, names):
+    """In a replica context: one update of one or more Adams, skipped as a whole when a
+    loss or a replica-mean gradient holds NaN or Inf (``nonfinite.py``).
+
+    updates: ``(loss name, optimizer, this replica's gradients, variables)`` per optimizer;
+        the gradients' bit in the mask is ``gradient_name(loss name)``.
+    losses: {name: scalar} already averaged over replicas, so the same on every replica.
+    names: the order of the mask's bits (``nonfinite.check``).
+    Returns ``(finite, bad)`` as ``nonfinite.check``, the same on every replica.
+
+    The arithmetic is ``apply_mean_gradients``'s: each replica's gradients, divided by
+    the replica count, are summed in one all-reduce, and each variable gets Keras Adam's
+    ``update_step`` on every device. The check is made on the reduced gradients, so
+    every replica takes the same decision. A skipped update touches nothing: the
+    ``tf.cond`` around each ``update_step`` (inside ``extended.update``, where no
+    ``merge_call`` is needed) leaves the variable and its slots as they were, and the
+    optimizer's iteration count grows by ``finite``. Needs the slots built beforehand
+    (``make_adam``); weight decay, clipping, EMA and gradient accumulation are not used.
+    """
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync
+    scale = 1.0 / float(replicas)
+    pairs = [(i, g, v) for i, (_, _, grads, variables) in enumerate(updates)
+             for g, v in zip(grads, variables, strict=True) if g is not None]
+    flat = [g * scale if replicas > 1 else g for _, g, _ in pairs]
+    reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat) if flat else []
+    named = dict(losses)
+    for i, (loss, _, _, _) in enumerate(updates):
+        named[gradient_name(loss)] = [g for (j, _, _), g in zip(pairs, reduced, strict=True)
+                                      if j == i]
+    finite, bad = nonfinite.check(named, names)
+
+    def apply(strategy, finite, reduced):
+        ext = strategy.extended
+        for (i, _, var), grad in zip(pairs, reduced, strict=True):
+            optimizer = updates[i][1]
+            ext.update(var, functools.partial(_update_if, optimizer),
+                       args=(grad, optimizer.learning_rate, finite), group=False)
+        for _, optimizer, _, _ in updates:
+            ext.update(_tf_variable(optimizer.iterations),
+                       lambda it, ok: it.assign_add(tf.cast(ok, it.dtype)),
+                       args=(finite,), group=False)
+
+    ctx.merge_call(apply, args=(finite, reduced))
+    return finite, bad
+
+
+def _update_if(optimizer, var, grad, learning_rate, finite):
+    """One device's copy of ``var``: Adam's step when ``finite``, else nothing."""
+
+    def step():
+        optimizer.update_step(grad, var, learning_rate)
+        return tf.constant(True)
+
+    return tf.cond(finite, step, lambda: tf.constant(False))
+
+
+def _tf_variable(variable):
+    """The tf.Variable behind a Keras variable (what ``extended.update`` takes)."""
+    return variable if isinstance(variable, tf.Variable) else variable.value
 
 
 def draw_controller_labels(controller, rng: tf.random.Generator, batch_size):

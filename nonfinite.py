@@ -26,6 +26,13 @@ On the host, after each step::
 Under a ``tf.distribute`` strategy, check the gradients after they are reduced across
 replicas (every replica then takes the same decision), and build the optimizer's slots
 before tracing (Keras optimizers create them on first use, which ``tf.cond`` forbids).
+
+Who uses it: controller pretraining (``causal_controller/pretrain.py``, with its own
+Adam's ``finite`` argument); both image models through
+``nets.apply_mean_gradients_if_finite`` (the check on the replica-mean gradients, a
+``tf.cond`` per variable inside ``extended.update``, where a ``merge_call`` would be
+forbidden); the synthetic experiments through ``check_runs``, one decision per run of
+runs trained side by side. Each trainer counts with a ``NonFiniteCounter``.
 """
 
 from __future__ import annotations
@@ -93,6 +100,30 @@ def check(named: Mapping[str, object], names: Sequence[str] | None = None):
         if name in named:
             not_finite = tf.logical_not(all_finite(named[name]))
             bad += tf.cast(not_finite, tf.int32) * (1 << bit)
+    return tf.equal(bad, 0), bad
+
+
+def check_runs(named: Mapping[str, object], names: Sequence[str] | None = None):
+    """``check`` for tensors whose leading axis holds R independent runs trained side by
+    side (losses [R], gradients [R, ...]): (finite [R] bool, bad [R] int32), one per run."""
+    names = list(named) if names is None else list(names)
+    if len(names) > 31:
+        raise ValueError(f"at most 31 named values fit in the mask; got {len(names)}")
+    unknown = [key for key in named if key not in names]
+    if unknown:
+        raise ValueError(f"{unknown} are not among the names {names}")
+    bad = None
+    for bit, name in enumerate(names):
+        if name not in named:
+            continue
+        rows = [tf.reshape(tf.cast(t, tf.float32), [tf.shape(t)[0], -1])
+                for t in _tensors(named[name])]
+        flat = rows[0] if len(rows) == 1 else tf.concat(rows, axis=1)
+        not_finite = tf.logical_not(tf.reduce_all(tf.math.is_finite(flat), axis=1))
+        term = tf.cast(not_finite, tf.int32) * (1 << bit)
+        bad = term if bad is None else bad + term
+    if bad is None:
+        raise ValueError("check_runs needs at least one named value (for the run count)")
     return tf.equal(bad, 0), bad
 
 

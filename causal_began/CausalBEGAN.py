@@ -9,23 +9,39 @@ one replica's batch and applies one G and one D update.
 Distribution: ``train_step`` runs in a replica context (plain code under the default
 strategy, or inside ``strategy.run``). Losses are averaged over replicas with one
 all-reduce, so every replica holds identical values; each Adam applies the replica-mean
-of its gradients to every device's copy (``nets.apply_mean_gradients``), and one
-``merge_call`` applies the margin updates, the step increment and the learning-rate
+of its gradients to every device's copy (``nets.apply_mean_gradients_if_finite``), and
+one ``merge_call`` applies the margin updates, the step increment and the learning-rate
 halving. With equal per-replica batches this is the same update as one device on the
 concatenated batch.
+
+Non-finite values: when d_loss, g_loss or their replica-mean gradients hold NaN or Inf,
+the step's update is skipped as a whole: the weights, both Adams' slots and iteration
+counts and the margins k_t, l_t, z_t stay as they were. The step counter still grows
+(as in controller pretraining), and with it the learning-rate schedule. The step
+returns ``nonfinite``, the mask of ``NONFINITE_NAMES`` that held NaN/Inf (0: applied).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import tensorflow as tf
 
 from causal_began.models import Discriminator, Generator, Labeler, default_data_format
 from errors import UserError
-from nets import apply_mean_gradients, draw_controller_labels, make_adam, to_pixels, to_unit
+from nets import (
+    apply_mean_gradients_if_finite,
+    draw_controller_labels,
+    gradient_name,
+    make_adam,
+    to_pixels,
+    to_unit,
+)
 
 LABEL_LOSSES = ("squarediff", "absdiff", "xe")
+# what the bits of a step's non-finite mask stand for (nonfinite.py)
+NONFINITE_NAMES = ("d_loss", "g_loss", gradient_name("d_loss"), gradient_name("g_loss"))
 _LOGIT_EPS = 1e-4  # rounded fake labels are clipped to [eps, 1-eps] before taking logit
 
 
@@ -214,6 +230,7 @@ class CausalBEGAN(tf.Module):
 
     # -- what the Trainer shows and summarises
     progress_keys = {"d": "d_loss", "g": "g_loss", "k_t": "k_t", "M": "measure"}
+    nonfinite_names = NONFINITE_NAMES
 
     @staticmethod
     def summary_group(key: str) -> str:
@@ -259,7 +276,8 @@ class CausalBEGAN(tf.Module):
 
     def train_step(self, images, real_labels, fake_labels=None, z_gen=None):
         """One G and one D update from one replica's batch; returns the replica-averaged
-        metrics (losses, balances, measures, margins after the update, learning rates)."""
+        metrics (losses, balances, measures, margins after the update, learning rates)
+        and ``nonfinite`` (int32, 0 when the update was applied; see the module doc)."""
         cfg = self.config
         images = tf.convert_to_tensor(images, tf.float32)
         real_labels = tf.convert_to_tensor(real_labels, tf.float32)
@@ -272,8 +290,10 @@ class CausalBEGAN(tf.Module):
             tf.identity(self.k_t), tf.identity(self.l_t), tf.identity(self.z_t))
         ctx = tf.distribute.get_replica_context()
         metrics = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, metrics)
-        apply_mean_gradients(self.g_optimizer, g_grads, self.g_vars)
-        apply_mean_gradients(self.d_optimizer, d_grads, self.d_vars)
+        finite, bad = apply_mean_gradients_if_finite(
+            [("g_loss", self.g_optimizer, g_grads, self.g_vars),
+             ("d_loss", self.d_optimizer, d_grads, self.d_vars)],
+            {"d_loss": metrics["d_loss"], "g_loss": metrics["g_loss"]}, NONFINITE_NAMES)
         bk, bl, bz = balances(metrics["d_loss_real"], metrics["g_loss_image"],
                               metrics["d_loss_real_label"], metrics["d_loss_fake_label"],
                               cfg.gamma, cfg.gamma_label, cfg.zeta)
@@ -281,19 +301,23 @@ class CausalBEGAN(tf.Module):
                                      bk, bl, bz)
         metrics.update(balance_k=bk, balance_l=bl, balance_z=bz, measure=measure,
                        measure_complete=complete)
-        ctx.merge_call(self._apply_updates, args=(bk, bl, bz))
+        ctx.merge_call(self._apply_updates, args=(bk, bl, bz, finite))
         metrics.update(k_t=tf.identity(self.k_t), l_t=tf.identity(self.l_t),
                        z_t=tf.identity(self.z_t), g_lr=tf.identity(self.g_lr),
-                       d_lr=tf.identity(self.d_lr))
+                       d_lr=tf.identity(self.d_lr), nonfinite=bad)
         return metrics
 
-    def _apply_updates(self, strategy, bk, bl, bz):
+    def _apply_updates(self, strategy, bk, bl, bz, finite):
         cfg = self.config
         ext = strategy.extended
+
+        def margin(v, b, ok, lam):  # a skipped update leaves the margin as it was
+            return v.assign(tf.where(ok, update_margin(v, lam, b), v))
+
         for var, lam, bal in ((self.k_t, cfg.lambda_k, bk), (self.l_t, cfg.lambda_l, bl),
                               (self.z_t, cfg.lambda_z, bz)):
-            ext.update(var, lambda v, b, lam=lam: v.assign(update_margin(v, lam, b)),
-                       args=(bal,), group=False)
+            ext.update(var, functools.partial(margin, lam=lam), args=(bal, finite),
+                       group=False)
         ext.update(self.step, lambda v: v.assign_add(1), group=False)
         new_step = tf.identity(self.step)  # read after the increment above
         every = tf.constant(int(cfg.lr_update_step), tf.int64)

@@ -26,13 +26,25 @@ import tensorflow as tf
 
 from causal_dcgan.models import ConvStack, Discriminator, Generator, pyramid
 from errors import UserError
-from nets import apply_mean_gradients, draw_controller_labels, make_adam, to_pixels, to_unit
+from nets import (
+    apply_mean_gradients_if_finite,
+    draw_controller_labels,
+    gradient_name,
+    make_adam,
+    to_pixels,
+    to_unit,
+)
 
 LOSS_FUNCTIONS = range(6)
 TINY = 1e-6  # logit(p) = -log(1 / (p + TINY) - 1), the reference's guard
 LOW, HIGH = 0.3, 0.7  # label 0 -> 0.3, label 1 -> 0.7
 NOISE_TOWARD_MIDDLE = (5.0, 0.2)  # TruncExp(rate, right) pulling toward 0.5
 NOISE_TOWARD_TAILS = (15.0, 0.3)  # TruncExp(rate, right) pushing toward 0 and 1
+# the loss each network minimises; they and their gradients are the bits of an update's
+# non-finite mask (nonfinite.py)
+NETWORK_LOSSES = {"G": "g_loss", "D": "d_loss", "labeler": "d_loss_real_label",
+                  "anti_labeler": "g_loss_labelerG", "z_estimator": "g_loss_on_z"}
+NONFINITE_NAMES = (*NETWORK_LOSSES.values(), *map(gradient_name, NETWORK_LOSSES.values()))
 
 
 # ----------------------------------------------------------------------------- labels
@@ -201,6 +213,7 @@ class CausalGAN(tf.Module):
 
     # -- what the Trainer shows and summarises
     progress_keys = {"d": "d_loss", "g": "g_loss", "k_t": "k_t"}
+    nonfinite_names = NONFINITE_NAMES
 
     @staticmethod
     def summary_group(key: str) -> str:
@@ -362,12 +375,27 @@ class CausalGAN(tf.Module):
                 (self.anti_labeler, self.anti_labeler_optimizer),
                 (self.z_estimator, self.z_optimizer))
 
+    def _apply_if_finite(self, updates, metrics):
+        """Apply one update's ``(loss name, optimizer, gradients, variables)`` unless those
+        losses (in the replica-averaged ``metrics``) or their replica-mean gradients hold
+        NaN or Inf: then nothing changes, weights, Adam slots and iteration counts alike.
+        Returns the update's mask of NONFINITE_NAMES (0: applied). Either way k_t decays
+        and the step grows on schedule (``_finish``), as the controller's step does."""
+        losses = {loss: metrics[loss] for loss, *_ in updates}
+        return apply_mean_gradients_if_finite(updates, losses, NONFINITE_NAMES)[1]
+
+    def _loss_of(self, net):
+        """The name of the loss that ``net`` minimises (NETWORK_LOSSES)."""
+        return next(loss for attr, loss in NETWORK_LOSSES.items() if getattr(self, attr) is net)
+
     def g_update(self, batch, fake_labels=None, z_gen=None):
-        """One G update; returns G's replica-averaged losses."""
+        """One G update; returns G's replica-averaged losses and its ``nonfinite`` mask."""
         _, values, z = self._inputs(batch, fake_labels, z_gen)
         parts, grads = self._g_grads(values, z, tf.identity(self.k_t))
-        apply_mean_gradients(self.g_optimizer, grads, self.G.trainable_variables)
-        return self._reduce(parts)
+        parts = self._reduce(parts)
+        parts["nonfinite"] = self._apply_if_finite(
+            [("g_loss", self.g_optimizer, grads, self.G.trainable_variables)], parts)
+        return parts
 
     def all_update(self, images, real_labels, fake_labels=None, z_gen=None):
         """One update of all five networks from one forward pass."""
@@ -376,17 +404,22 @@ class CausalGAN(tf.Module):
         fake01, values, z = self._inputs(_rows(images), fake_labels, z_gen)
         metrics, grads = self._all_grads(images, real_labels, fake01, values, z,
                                          tf.identity(self.k_t))
-        for (net, optimizer), g in zip(self.networks(), grads, strict=True):
-            apply_mean_gradients(optimizer, g, net.trainable_variables)
-        return self._reduce(metrics)
+        metrics = self._reduce(metrics)
+        metrics["nonfinite"] = self._apply_if_finite(
+            [(self._loss_of(net), optimizer, g, net.trainable_variables)
+             for (net, optimizer), g in zip(self.networks(), grads, strict=True)], metrics)
+        return metrics
 
     def labeler_update(self, images, real_labels):
         """One update of the labeler alone on real images."""
         images = tf.convert_to_tensor(images, tf.float32)
         real_labels = tf.convert_to_tensor(real_labels, tf.float32)
         metrics, grads = self._labeler_grads(images, real_labels)
-        apply_mean_gradients(self.labeler_optimizer, grads, self.labeler.trainable_variables)
-        return self._reduce(metrics)
+        metrics = self._reduce(metrics)
+        metrics["nonfinite"] = self._apply_if_finite(
+            [("d_loss_real_label", self.labeler_optimizer, grads,
+              self.labeler.trainable_variables)], metrics)
+        return metrics
 
     def _finish(self, decay: bool):
         """Step + 1 and (decay) k_t * exp(-1/tau), on every device."""
@@ -419,11 +452,12 @@ class CausalGAN(tf.Module):
             metrics.update(self._finish(decay=False))
             return metrics
         rows = _rows(tf.convert_to_tensor(images))
-        self.g_update(rows, fake_labels, z_gen)
+        first = self.g_update(rows, fake_labels, z_gen)
         if kind == "g_all":
             metrics = self.all_update(images, real_labels, fake_labels, z_gen)
         else:
             metrics = self.g_update(rows, fake_labels, z_gen)
+        metrics["nonfinite"] = tf.stack([first["nonfinite"], metrics["nonfinite"]])
         metrics.update(self._finish(decay=True))
         return metrics
 
@@ -443,7 +477,9 @@ class CausalGAN(tf.Module):
         ``batch`` is a (distributed) tuple ``(images, labels[, fake_labels, z_gen])``. The
         iteration's kind is chosen from the step (``iteration_kind``); each kind is one
         compiled function. The result holds every metric: those the iteration did not
-        compute keep their last values (NaN before the first).
+        compute keep their last values (NaN before the first). ``nonfinite`` holds the
+        mask of each update of the iteration (int32, one for a labeler or all-networks
+        iteration, two for the reference's G+all or G+G; 0: applied, else skipped).
         """
         strategy = strategy or tf.distribute.get_strategy()
 
