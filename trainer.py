@@ -22,11 +22,20 @@ CausalBEGAN (began) and CausalGAN (dcgan) offer the same interface, and the Trai
 nothing else: ``make_train_function(strategy) -> fn(batch) -> metrics``, ``generate(labels,
 z_gen=None, round_labels=None)``, ``prepare_labels``, ``diagnostics(images, labels,
 controller_labels, z_gen) -> {"images": ..., "histograms": ...}``, ``summary_group(key)``,
-``progress_keys``, ``name``, ``step``, ``z_dim``, ``channels``.
+``progress_keys``, ``nonfinite_names`` (the bits of the ``nonfinite`` metric), ``name``,
+``step``, ``z_dim``, ``channels``.
 
 Stopping: Ctrl-C (SIGINT) or SIGTERM during ``train_loop`` finishes the current step,
 writes a checkpoint and then leaves with ``KeyboardInterrupt`` (main.py: exit 130) or
 ``SystemExit(143)``; ``--load_path <run>`` continues from that checkpoint.
+
+Non-finite values: an image-model update whose losses or gradients hold NaN or Inf is
+skipped inside the train step (its ``nonfinite`` mask says so); ``train_loop`` counts the
+skipped updates (``skipped=`` on the progress bar, ``misc/skipped_updates`` in
+TensorBoard) and after ``--max_nonfinite`` of them in a row raises
+``nonfinite.NonFiniteError`` (main.py: exit 2) without writing another checkpoint.
+Periodic checkpoints wait while updates are being skipped, and weights holding NaN/Inf
+are never saved.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 import data_loader
+import nonfinite
 from errors import UserError
 from figure_scripts.utils import save_grid
 
@@ -429,30 +439,35 @@ class Trainer:
             return
         iterator = iter(self.image_stream())
         self._last_save = time.monotonic()
+        counter = self._nonfinite_counter()
         bar = tqdm(total=end, initial=start, desc=self.model.name, dynamic_ncols=True,
                    disable=not self.chief)
+        postfix = {}
         with StopRequest() as stop, bar:
             for _ in range(start, end):
                 batch = next(iterator)
                 metrics = self._train_fn(batch)
                 step = self.model_step
+                skipped = self._count_skipped(counter, metrics, step)
                 bar.update(1)
-                if step % log_step == 0 or step == start + 1:
-                    bar.set_postfix({short: f"{float(metrics[key]):.4f}"
-                                     for short, key in self.model.progress_keys.items()})
+                if step % log_step == 0 or step == start + 1 or skipped:
+                    postfix.update({short: f"{float(metrics[key]):.4f}"
+                                    for short, key in self.model.progress_keys.items()})
+                    postfix["skipped"] = counter.skipped
+                    bar.set_postfix(postfix)
                 if self.chief and step % log_step == 0:
                     self._last_batch = batch
-                    self.write_summaries(metrics, batch)
+                    self.write_summaries(metrics, batch, skipped=counter.skipped)
                 if self.chief and step % (50 * log_step) == 0:
                     self.write_figures(with_small_grids=step % (100 * log_step) == 0)
                 if stop.signum is not None:
                     break
-                if time.monotonic() - self._last_save >= save_secs:
-                    self.save()
+                if time.monotonic() - self._last_save >= save_secs and not counter.streak:
+                    self._save_good(counter)
             if self.chief and stop.signum is None and self.model_step % (100 * log_step):
                 # the run's final state always leaves its figures, whatever the cadence
                 self.write_figures(with_small_grids=True)
-            self.save()
+            self._save_good(counter)
         self.summary_writer.flush()
         if stop.signum == signal.SIGINT:
             print(f"Interrupted at step {self.model_step}: checkpoint saved in "
@@ -462,6 +477,53 @@ class Trainer:
             print(f"Terminated at step {self.model_step}: checkpoint saved in "
                   f"{self.checkpoint_dir}; resume with --load_path {self.model_dir}")
             raise SystemExit(SIGTERM_EXIT)
+
+    def _nonfinite_counter(self) -> nonfinite.NonFiniteCounter:
+        """The count of the image model's skipped updates for ``train_loop``."""
+        counter = nonfinite.NonFiniteCounter(
+            int(getattr(self.config, "max_nonfinite", nonfinite.DEFAULT_LIMIT)),
+            getattr(self.model, "nonfinite_names", ()), what=self.model.name)
+        self._checkpoint_advice(counter, self.manager.latest_checkpoint)
+        return counter
+
+    def _checkpoint_advice(self, counter, path) -> None:
+        """What the stop message says about checkpoints, given the newest one."""
+        counter.advice = (f"The last good checkpoint is {path}: resume from it with "
+                          f"--load_path {self.model_dir}." if path else
+                          "This run has written no checkpoint yet.")
+
+    def _count_skipped(self, counter, metrics, step: int) -> int:
+        """Count the step's skipped updates (its ``nonfinite`` masks, taken out of
+        ``metrics``); at the limit, a ``NonFiniteError`` after a last summary."""
+        masks = metrics.pop("nonfinite", None)
+        if masks is None:
+            return 0
+        masks = np.asarray(masks).reshape(1, -1)  # one row: this step's updates
+        if not masks.any() and not counter.streak:
+            return 0
+        try:
+            return counter.update(masks, step)
+        except nonfinite.NonFiniteError:
+            if self.chief:
+                with self.summary_writer.as_default():
+                    write_scalar("misc/skipped_updates", counter.skipped, self.overall_step())
+                self.summary_writer.flush()
+            raise
+
+    def _weights_finite(self) -> bool:
+        """Whether every float variable of the image model is finite."""
+        values = [v for v in self.model.variables if v.dtype.is_floating]
+        return bool(nonfinite.all_finite(values))
+
+    def _save_good(self, counter) -> str | None:
+        """``save()`` unless the image model's weights hold NaN or Inf (then a warning)."""
+        if not self._weights_finite():
+            log.warning("step %d: the image model's weights hold NaN or Inf; no checkpoint "
+                        "is written (the last good one stays)", self.model_step)
+            return None
+        path = self.save()
+        self._checkpoint_advice(counter, path)
+        return path
 
     def write_figures(self, with_small_grids: bool) -> None:
         """The periodic figures: causal_sampling([8, 16]), label_interpolation(),
@@ -496,13 +558,18 @@ class Trainer:
         return values
 
     # -- summaries
-    def write_summaries(self, metrics, batch=None) -> None:
+    def write_summaries(self, metrics, batch=None, skipped: int | None = None) -> None:
         """The model's metrics as scalars, grouped as the model says (a per-label vector
-        as one scalar per label), and its diagnostic images and histograms for the
-        first replica's batch, at the overall step."""
+        as one scalar per label), ``misc/skipped_updates`` (when ``skipped`` is given),
+        and its diagnostic images and histograms for the first replica's batch, at the
+        overall step."""
         step = self.overall_step()
         with self.summary_writer.as_default():
+            if skipped is not None:
+                write_scalar("misc/skipped_updates", skipped, step)
             for key, value in metrics.items():
+                if key == "nonfinite":  # the masks of the step's updates: counted instead
+                    continue
                 value = np.asarray(value)
                 if value.ndim == 1 and len(value) == len(self.label_names):
                     for name, v in zip(self.label_names, value, strict=True):
