@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config import non_negative_int, positive_int, str2bool
+from config import MAX_NONFINITE, non_negative_int, positive_int, str2bool
 
 PROG = "synthetic/main.py"
 
@@ -109,6 +109,12 @@ train_arg.add_argument("--tvd_samples", type=positive_int, default=50000,
 train_arg.add_argument("--jit_compile", type=str2bool, default=True,
                        help="Compile the training iteration with XLA (faster on CPU, see "
                             "benchmarks/bench_synthetic.py).")
+train_arg.add_argument("--max_nonfinite", type=positive_int, default=MAX_NONFINITE,
+                       help="An update whose losses or gradients hold NaN or Inf is skipped "
+                            "(that GAN of that run keeps its weights and optimizer state) "
+                            "and counted; after this many skipped updates in a row of one "
+                            "GAN of one run, the process stops with an error naming the "
+                            "loss and the step, writing no further checkpoint.")
 train_arg.add_argument("--num_threads", type=non_negative_int, default=0,
                        help="TensorFlow threads (intra- and inter-op); 0: TensorFlow's "
                             "choice. 1 keeps a run on one core.")

@@ -15,6 +15,7 @@ Public surface::
     gen = make_generator(name, z_dim, hidden, [tf_rng] * R); x = gen(z)  # z [R, n, 3 z_dim]
     gans = GANSet(config, [params, ...], seeds)      # R runs x six GANs
     losses = gans.train_step()                       # all of them, one compiled call
+    losses["nonfinite"]                              # [6, R] masks: skipped updates
     x = gans.sample(n)                               # [R, 2 data + 6 generators, n, 3]
     p = grid_histogram(x[r, k]); tvd, mvd = tvd_and_max_diff(p_gen, p_data)
 
@@ -35,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 import nets
+import nonfinite
 from causal_controller.pretrain import Adam  # TF1's AdamOptimizer, as the reference ran
 from synthetic.config import DATA_TYPES, FC_LAYERS, GENERATORS, GRAPHS  # noqa: F401
 
@@ -48,6 +50,8 @@ MINIBATCH_KERNEL_DIM = 3  # ...and the size of each
 NETWORK_HIDDEN = 10      # width of the random net of the "network" data set
 NETWORK_LAYERS = 5
 TVD_BINS = 10            # TVD on a 10 x 10 x 10 grid over [0, 1]^3
+# what the bits of a GAN update's non-finite mask stand for (nonfinite.py)
+NONFINITE_NAMES = ("d_loss", "g_loss", "gradients of d_loss", "gradients of g_loss")
 
 
 # ----------------------------------------------------------------------------- losses
@@ -270,6 +274,34 @@ class Discriminator(tf.Module):
 
 
 # ----------------------------------------------------------------------------- GANs
+class RunsAdam(Adam):
+    """``Adam`` for variables whose leading axis holds R runs, each with its own iteration
+    count [R], so that one run's update can be skipped (``finite`` [R] False) while the
+    others' go on. With every run finite it computes what ``Adam`` computes."""
+
+    def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, runs: int,
+                 name: str = "adam"):
+        super().__init__(variables, learning_rate, name=name)
+        self.iterations = tf.Variable(tf.zeros([int(runs)], tf.int64), trainable=False,
+                                      name="iterations")
+
+    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable],
+              finite=None) -> None:
+        """One step of every run whose ``finite`` [R] is True (all runs when None); a
+        skipped run's weights, moments and iteration count stay as they were."""
+        if finite is None:
+            finite = tf.ones_like(self.iterations, tf.bool)
+        t = tf.cast(self.iterations.assign_add(tf.cast(finite, tf.int64)), tf.float32)
+        t = tf.maximum(t, 1.0)  # a skipped first update must not divide by zero
+        lr_t = self.learning_rate * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        for g, var, m, v in zip(grads, variables, self.m, self.v, strict=True):
+            per_run = [-1] + [1] * (var.shape.rank - 1)  # [R] -> broadcast over a run's slice
+            ok, lr = tf.reshape(finite, per_run), tf.reshape(lr_t, per_run)
+            m_new = m.assign(tf.where(ok, self.beta1 * m + (1.0 - self.beta1) * g, m))
+            v_new = v.assign(tf.where(ok, self.beta2 * v + (1.0 - self.beta2) * tf.square(g), v))
+            var.assign(tf.where(ok, var - lr * m_new / (tf.sqrt(v_new) + self.epsilon), var))
+
+
 class GAN(tf.Module):
     """A generator, its discriminator and their two Adam optimizers (R copies of each)."""
 
@@ -277,13 +309,19 @@ class GAN(tf.Module):
         super().__init__(name=name)
         self.gen = make_generator(name, config.gen_z_dim, config.gen_hidden_size, rngs)
         self.disc = Discriminator(config.disc_hidden_size, rngs)
-        self.g_opt = Adam(self.gen.trainable_variables, config.lr_gen, name="g_adam")
-        self.d_opt = Adam(self.disc.trainable_variables, config.lr_disc, name="d_adam")
+        runs = len(rngs)
+        self.g_opt = RunsAdam(self.gen.trainable_variables, config.lr_gen, runs, name="g_adam")
+        self.d_opt = RunsAdam(self.disc.trainable_variables, config.lr_disc, runs,
+                              name="d_adam")
 
     def train_step(self, real: tf.Tensor, z: tf.Tensor) -> dict[str, tf.Tensor]:
         """One simultaneous update of both players from the same batch (the reference
         grouped the two minimize ops): gradients first, then both Adam steps. The runs'
-        losses are summed for the gradients; each run's weights get only its own."""
+        losses are summed for the gradients; each run's weights get only its own.
+
+        A run whose losses or gradients hold NaN or Inf skips this update (both players,
+        weights and Adam state alike); "nonfinite" [R] is each run's mask of
+        NONFINITE_NAMES (0: applied)."""
         with tf.GradientTape(persistent=True) as tape:
             fake_logits = self.disc(self.gen(z))
             d_loss = d_loss_fn(self.disc(real), fake_logits)
@@ -293,9 +331,12 @@ class GAN(tf.Module):
         d_grads = tape.gradient(d_total, d_vars)
         g_grads = tape.gradient(g_total, g_vars)
         del tape
-        self.d_opt.apply(d_grads, d_vars)
-        self.g_opt.apply(g_grads, g_vars)
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        finite, bad = nonfinite.check_runs({"d_loss": d_loss, "g_loss": g_loss,
+                                            "gradients of d_loss": d_grads,
+                                            "gradients of g_loss": g_grads}, NONFINITE_NAMES)
+        self.d_opt.apply(d_grads, d_vars, finite)
+        self.g_opt.apply(g_grads, g_vars, finite)
+        return {"d_loss": d_loss, "g_loss": g_loss, "nonfinite": bad}
 
 
 class GANSet(tf.Module):
@@ -305,7 +346,9 @@ class GANSet(tf.Module):
     seed; the training noise of all runs comes from one generator seeded with seeds[0].
     ``train_step()`` is ONE compiled call: it draws one real batch per run (shared by the
     six GANs of that run, as in the reference) and one noise batch per generator, and
-    updates every GAN once; it returns {"<generator>/d_loss" | "/g_loss": [R]}.
+    updates every GAN once; it returns {"<generator>/d_loss" | "/g_loss": [R]} and
+    "nonfinite": [6, R], each GAN's (GENERATORS order) per-run masks of NONFINITE_NAMES
+    (0: the update was applied, else it was skipped).
     ``sample(n)`` returns, in one call, two independent data samples and every
     generator's samples: [R, 2 + 6, n, 3]. Training and measuring draw their noise from
     two separate random generators, so how often a run measures does not change its
@@ -332,11 +375,14 @@ class GANSet(tf.Module):
 
     def _train_step(self) -> dict[str, tf.Tensor]:
         real = self.data.sample(self.batch_size, self.rng)
-        losses = {}
+        losses, masks = {}, []
         for name, gan in self.gans.items():
             z = self.rng.uniform([self.runs, self.batch_size, self.noise_dim])
-            for key, value in gan.train_step(real, z).items():
+            out = gan.train_step(real, z)
+            masks.append(out.pop("nonfinite"))
+            for key, value in out.items():
                 losses[f"{name}/{key}"] = value
+        losses["nonfinite"] = tf.stack(masks)
         self.step.assign_add(1)
         return losses
 
@@ -353,7 +399,7 @@ class GANSet(tf.Module):
         return {"/".join(map(str, path)): var for path, var in found}
 
     def run_state(self, r: int) -> dict[str, np.ndarray]:
-        """Run r's slice of every variable ([1, ...]; counters whole), for its checkpoint."""
+        """Run r's slice of every variable ([1, ...]; the step whole), for its checkpoint."""
         return {path: var.numpy()[r:r + 1] if var.shape.rank else var.numpy()
                 for path, var in self.run_variables().items()}
 
@@ -364,10 +410,13 @@ class GANSet(tf.Module):
         if missing:
             raise ValueError(f"the checkpoint lacks {missing[:3]}... (other network flags?)")
         for path, var in variables.items():
-            if tuple(var.shape) != tuple(state[path].shape):
-                raise ValueError(f"{path}: checkpoint shape {state[path].shape}, "
+            value = state[path]
+            if path.endswith("iterations") and np.shape(value) == () and var.shape == (1,):
+                value = np.reshape(value, [1])  # written when Adam counted for all runs
+            if tuple(var.shape) != tuple(np.shape(value)):
+                raise ValueError(f"{path}: checkpoint shape {np.shape(value)}, "
                                  f"model {tuple(var.shape)}")
-            var.assign(state[path])
+            var.assign(value)
 
 
 # ----------------------------------------------------------------------------- TVD

@@ -15,7 +15,11 @@ Each run (``--num_runs`` of them, one by default) has its own folder,
 
 One training iteration of every GAN of every run is one compiled call
 (``GANSet.train_step``); the TVDs are measured from one sampling call every
-``--log_step`` iterations and at the end. Row ``iter`` of tvd.csv is measured after
+``--log_step`` iterations and at the end. An update whose losses or gradients hold NaN
+or Inf is skipped for that GAN of that run and counted (``skipped=`` on the progress
+bar, the scalar ``skipped_updates`` beside ``tvd``); after ``--max_nonfinite`` of them in a
+row for one GAN of one run the process stops with ``nonfinite.NonFiniteError`` (exit 2)
+and writes no further checkpoint (periodic ones also wait while updates are skipped). Row ``iter`` of tvd.csv is measured after
 ``iter`` updates. Checkpoints are per run (numpy archives of the run's slice of the
 stacked variables, since one tf.train.Checkpoint cannot be split by run), so any run
 can be loaded alone; a loaded run draws fresh training noise from its seed and step.
@@ -40,9 +44,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import nonfinite  # noqa: E402
 from errors import UserError  # noqa: E402
 from synthetic.config import ARCHITECTURE_FLAGS, RECIPE_FLAGS  # noqa: E402
-from synthetic.models import GANSet, draw_data_params, grid_histogram, tvd_and_max_diff  # noqa: E402
+from synthetic.models import (  # noqa: E402
+    NONFINITE_NAMES,
+    GANSet,
+    draw_data_params,
+    grid_histogram,
+    tvd_and_max_diff,
+)
 from utils import new_run_dir, write_json  # noqa: E402
 
 log = logging.getLogger("synthetic")
@@ -243,6 +254,14 @@ class Trainer:
             params.update(seed=seeds[r], run_index=r, runs_in_process=len(runs))
             write_json(path / "params.json", params)
             self.runs.append(Run(path, params, data_params, self.names, start))
+        limit = int(getattr(config, "max_nonfinite", nonfinite.DEFAULT_LIMIT))
+        others = (" The other runs of this process stop with it; each resumes from its own "
+                  "last checkpoint." if len(self.runs) > 1 else "")
+        # counters[r][generator]: the skipped updates of one GAN of one run
+        self.counters = [{name: nonfinite.NonFiniteCounter(
+            limit, NONFINITE_NAMES, what=f"The {name} GAN of {run.path}",
+            advice=f"Resume from its last checkpoint with --load_path {run.path}.{others}")
+            for name in self.names} for run in self.runs]
         self.train_seconds = 0.0
         self.trained = 0  # iterations trained by this process
 
@@ -291,6 +310,7 @@ class Trainer:
                 with run.writers[name].as_default(step=step):
                     tf.summary.scalar("tvd", tvd)
                     tf.summary.scalar("mvd", mvd)
+                    tf.summary.scalar("skipped_updates", self.counters[r][name].skipped)
                     if losses is not None:
                         tf.summary.scalar("d_loss", losses[f"{name}/d_loss"][r])
                         tf.summary.scalar("g_loss", losses[f"{name}/g_loss"][r])
@@ -312,9 +332,37 @@ class Trainer:
                     tf.summary.image("scatter", tf.io.decode_png(png, channels=3)[None])
 
     def save(self) -> None:
+        """A checkpoint of every run, but none of a run whose variables hold NaN/Inf."""
         step = self.step
         for r, run in enumerate(self.runs):
-            run.save(self.gans.run_state(r), step)
+            state = self.gans.run_state(r)
+            if not all(np.isfinite(v).all() for v in state.values() if v.dtype.kind == "f"):
+                log.warning("%s: its variables hold NaN or Inf at step %d; no checkpoint is "
+                            "written (the last good one stays)", run.path, step)
+                continue
+            run.save(state, step)
+
+    @property
+    def skipped(self) -> int:
+        """Updates skipped so far in this process, over every GAN of every run."""
+        return sum(c.skipped for counters in self.counters for c in counters.values())
+
+    @property
+    def skipping(self) -> bool:
+        """Whether the last update of some GAN of some run was skipped."""
+        return any(c.streak for counters in self.counters for c in counters.values())
+
+    def count_skipped(self, masks, step: int) -> int:
+        """Count the skipped updates of one iteration (``masks`` [6, R] from train_step);
+        ``NonFiniteError`` when one GAN of one run has reached --max_nonfinite in a row."""
+        masks = np.asarray(masks)
+        if not masks.any() and not self.skipping:
+            return 0
+        count = 0
+        for k, name in enumerate(self.names):
+            for r, counters in enumerate(self.counters):
+                count += counters[name].update(masks[k, r], step)
+        return count
 
     # ------------------------------------------------------------------ training
     def train(self) -> None:
@@ -330,17 +378,21 @@ class Trainer:
                    unit="it", mininterval=1.0, dynamic_ncols=True)
         self._postfix(bar)
         began = time.perf_counter()
-        for done in range(start + 1, end + 1):
-            losses = self.gans.train_step()
-            if done % cfg.log_step == 0 or done == end:
-                self.evaluate(losses)
-                self._postfix(bar)
-            if (cfg.scatter_step and done % cfg.scatter_step == 0) or done == end:
-                self.scatter()
-            if done % cfg.save_step == 0 or done == end:
-                self.save()
-            bar.update(1)
-        bar.close()
+        try:
+            for done in range(start + 1, end + 1):
+                losses = self.gans.train_step()
+                if self.count_skipped(losses["nonfinite"], done):
+                    self._postfix(bar)
+                if done % cfg.log_step == 0 or done == end:
+                    self.evaluate(losses)
+                    self._postfix(bar)
+                if (cfg.scatter_step and done % cfg.scatter_step == 0) or done == end:
+                    self.scatter()
+                if (done % cfg.save_step == 0 and not self.skipping) or done == end:
+                    self.save()
+                bar.update(1)
+        finally:
+            bar.close()
         self.train_seconds = time.perf_counter() - began
         self.trained = max(end - start, 0)
         if end <= start:  # nothing to train: still measure (not a new row) and plot
@@ -350,8 +402,8 @@ class Trainer:
 
     def _postfix(self, bar) -> None:
         mean = {n: statistics.fmean(run.current[n] for run in self.runs) for n in self.names}
-        bar.set_postfix_str("TVD " + " ".join(f"{SHORT[n]} {mean[n]:.3f}" for n in self.names),
-                            refresh=False)
+        bar.set_postfix_str("TVD " + " ".join(f"{SHORT[n]} {mean[n]:.3f}" for n in self.names)
+                            + f" skipped={self.skipped}", refresh=False)
 
     def report(self) -> str:
         """The final table: generators ranked by their last TVD (mean over the runs)."""

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import nonfinite
 from synthetic import collect_stats, models
 from synthetic import main as synth_main
-from synthetic.config import consistent_generators
+from synthetic.config import consistent_generators, get_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = dict(gen_z_dim=10, gen_hidden_size=10, disc_hidden_size=10, lr_gen=0.0005,
@@ -189,6 +190,69 @@ def test_runs_side_by_side_are_independent():
         assert np.abs(grad[0]).sum() > 0 and np.abs(grad[1]).sum() == 0
 
 
+def nan_at(var, index):
+    var.assign(tf.tensor_scatter_nd_update(var, [index], [np.nan]))
+
+
+def test_a_nan_skips_that_runs_update_of_that_gan_only():
+    params = [models.draw_data_params("linear", np.random.default_rng(s)) for s in (0, 1)]
+    gans = models.GANSet(type("C", (), CONFIG), params, [0, 1], jit_compile=False)
+    assert not gans.train_step()["nonfinite"].numpy().any()
+    nan_at(gans.gans["fc3"].disc.l0.w, [1, 0, 0])  # run 1's fc3 discriminator
+    before = {path: v.numpy().copy() for path, v in gans.run_variables().items()}
+    masks = gans.train_step()["nonfinite"].numpy()
+    k = models.GENERATORS.index("fc3")
+    assert masks.shape == (6, 2) and np.count_nonzero(masks) == 1 and masks[k, 1] != 0
+    assert "gradients of d_loss" in nonfinite.describe(masks[k, 1], models.NONFINITE_NAMES)
+    after = {path: v.numpy() for path, v in gans.run_variables().items()}
+    fc3 = [path for path in before if path.startswith("gans/fc3/")]
+    for path in fc3:  # run 1: weights, moments and iteration counts as they were
+        np.testing.assert_array_equal(before[path][1], after[path][1], err_msg=path)
+    assert any(not np.array_equal(before[p][0], after[p][0]) for p in fc3 if "/disc/" in p)
+    assert after["gans/fc3/d_opt/iterations"].tolist() == [2, 1]
+    assert after["gans/fc5/d_opt/iterations"].tolist() == [2, 2]
+
+
+def test_checkpoints_with_one_adam_count_for_all_runs_still_load():
+    params = [models.draw_data_params("linear", np.random.default_rng(0))]
+    gans = models.GANSet(type("C", (), CONFIG), params, [0], jit_compile=False)
+    state = gans.run_state(0)
+    counts = [path for path in state if path.endswith("/iterations")]
+    assert len(counts) == 12 and all(state[p].shape == (1,) for p in counts)
+    older = {p: (np.int64(7) if p in counts else v) for p, v in state.items()}
+    gans.load_run_state(older)  # as written before Adam counted per run
+    assert gans.gans["fc5"].g_opt.iterations.numpy().tolist() == [7]
+
+
+def test_a_gan_whose_updates_keep_failing_stops_the_process(tmp_path):
+    from synthetic.trainer import Trainer
+
+    config, given = get_config(["--data_type", "collider", "--max_step", "2", "--log_step", "1",
+                                "--save_step", "1", "--scatter_step", "0", "--tvd_samples",
+                                "500", "--seed", "5", "--jit_compile", "False",
+                                "--max_nonfinite", "3", "--model_dir", str(tmp_path)])
+    trainer = Trainer(config, given)
+    trainer.train()
+    run = trainer.runs[0].path
+    files = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    assert sorted(files) == ["ckpt-1.npz", "ckpt-2.npz"]
+    nan_at(trainer.gans.gans["fc5"].disc.l0.w, [0, 0, 0])
+    config.max_step = 50
+    with pytest.raises(nonfinite.NonFiniteError) as info:
+        trainer.train()
+    text = str(info.value)
+    assert text.startswith(f"The fc5 GAN of {run} stopped at step 5: 3 updates in a row "
+                           "were skipped (since step 3) because d_loss")
+    assert f"--load_path {run}" in text and trainer.skipped == 3
+    # --save_step 1, but no checkpoint is written while updates are being skipped
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == files
+    tags = set()
+    for path in (run / "fc5").glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            tags |= {v.tag for v in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
+    assert "skipped_updates" in tags
+
+
 # ----------------------------------------------------------------------------- TVD
 def test_grid_histogram_matches_numpy_histogramdd():
     x = np.random.default_rng(0).uniform(size=(5000, 3))
@@ -278,7 +342,8 @@ def test_collect_stats_on_the_short_run(short_run, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("args", [["--data_type", "fork"], ["--batch_size", "0"],
-                                  ["--lr_gen", "-1"], ["--no_such_flag", "1"]])
+                                  ["--lr_gen", "-1"], ["--no_such_flag", "1"],
+                                  ["--max_nonfinite", "0"]])
 def test_bad_flags_are_one_line_exit_2(args, capsys):
     with pytest.raises(SystemExit) as info:
         run_main(args)
