@@ -175,10 +175,17 @@ class CausalGAN(tf.Module):
         group, d, size = self.batch_size, int(config.df_dim), self.image_size
         self.G = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size, self.channels,
                            group, init)
+        self.schedule = getattr(config, "schedule", "reference")
+        self.shared_labeler = bool(getattr(config, "labeler_shares_D", False))
+        self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
         self.D = Discriminator(d, size, self.channels, group, bool(config.stab_proj),
-                               int(config.n_stab_proj), init)
-        self.labeler = ConvStack(d, size, self.channels, self.n_labels, group, init,
-                                 name="labeler")
+                               int(config.n_stab_proj), init,
+                               minibatch=bool(getattr(config, "minibatch_features", True)),
+                               n_labels=self.n_labels if self.shared_labeler else 0)
+        # --labeler_shares_D: the labeler is D's label head (D's optimizer trains it)
+        self.labeler = (None if self.shared_labeler else
+                        ConvStack(d, size, self.channels, self.n_labels, group, init,
+                                  name="labeler"))
         self.anti_labeler = ConvStack(d, size, self.channels, self.n_labels, group, init,
                                       name="anti_labeler")
         self.z_estimator = ConvStack(d, pyramid(size)[2], 2 * d, self.z_dim, group, init,
@@ -188,8 +195,9 @@ class CausalGAN(tf.Module):
         adam = dict(learning_rate=config.learning_rate, beta1=config.beta1, beta2=0.999)
         self.g_optimizer = make_adam(self.G.trainable_variables, name="g_opt", **adam)
         self.d_optimizer = make_adam(self.D.trainable_variables, name="d_opt", **adam)
-        self.labeler_optimizer = make_adam(self.labeler.trainable_variables, name="dl_opt",
-                                           **adam)
+        self.labeler_optimizer = (None if self.shared_labeler else
+                                  make_adam(self.labeler.trainable_variables, name="dl_opt",
+                                            **adam))
         self.anti_labeler_optimizer = make_adam(self.anti_labeler.trainable_variables,
                                                 name="dgl_opt", **adam)
         self.z_optimizer = make_adam(self.z_estimator.trainable_variables, name="dz_opt",
@@ -252,6 +260,13 @@ class CausalGAN(tf.Module):
         labels_in = logit(values) if self.config.type_input_to_generator == "logits" else values
         return tf.concat([z_gen, labels_in], axis=1)
 
+    def read_labels(self, x, d_out=None):
+        """The labeler's logits for images x in [-1, 1] (from D's outputs ``d_out`` of x
+        when the labeler is D's head)."""
+        if self.shared_labeler:
+            return (d_out if d_out is not None else self.D(x))[2]
+        return self.labeler(x)
+
     # -- generation
     def _padding_values(self, count):
         """Label values of ``count`` fixed padding individuals (noise-free)."""
@@ -298,13 +313,14 @@ class CausalGAN(tf.Module):
         fake01 = self.prepare_labels(controller_labels)
         n = tf.shape(fake01)[0]
         g = self._generate_padded(fake01, z_gen)
-        d_real, _ = self.D(x)
-        d_fake, _ = self.D(g)
+        d_real = self.D(x)
+        d_fake = self.D(g)
         return {"images": {"G": to_pixels(g[:n])},
-                "histograms": {"real_prob": tf.sigmoid(self.labeler(x)),
-                               "fake_prob": tf.sigmoid(self.labeler(g)[:n]),
+                "histograms": {"real_prob": tf.sigmoid(self.read_labels(x, d_real)),
+                               "fake_prob": tf.sigmoid(self.read_labels(g, d_fake)[:n]),
                                "fake_labels": fake01, "real_labels": real_labels,
-                               "d_real": tf.sigmoid(d_real), "d_fake": tf.sigmoid(d_fake[:n])}}
+                               "d_real": tf.sigmoid(d_real[0]),
+                               "d_fake": tf.sigmoid(d_fake[0][:n])}}
 
     # -- losses and gradients (one replica's batch)
     def _g_side(self, values, z_gen, k_t):
@@ -312,8 +328,9 @@ class CausalGAN(tf.Module):
         cfg = self.config
         kind = int(cfg.loss_function)
         g = self.G(self.generator_inputs(values, z_gen))
-        d_fake_logits, features = self.D(g)
-        labeler_fake = self.labeler(g)
+        d_fake = self.D(g)
+        d_fake_logits, features = d_fake[0], d_fake[1]
+        labeler_fake = self.read_labels(g, d_fake)
         anti_fake = self.anti_labeler(g)
         on_z = z_loss(z_gen, tf.tanh(self.z_estimator(features)))
         parts = {"g_lossGAN": gan_loss(kind, d_fake_logits),
@@ -334,28 +351,38 @@ class CausalGAN(tf.Module):
         x = to_unit(images)
         with tf.GradientTape(persistent=True) as tape:
             g, d_fake_logits, labeler_fake, parts = self._g_side(values, z_gen, k_t)
-            d_real_logits, _ = self.D(x)
-            d_loss, d_real, d_fake = d_loss_fn(d_real_logits, d_fake_logits)
-            labeler_real = self.labeler(x)
+            d_real_out = self.D(x)
+            d_loss, d_real, d_fake = d_loss_fn(d_real_out[0], d_fake_logits)
+            labeler_real = self.read_labels(x, d_real_out)
             labeler_loss = tf.reduce_mean(sxe(labeler_real, real_labels))
-        grads = [tape.gradient(parts["g_loss"], self.G.trainable_variables),
-                 tape.gradient(d_loss, self.D.trainable_variables),
-                 tape.gradient(labeler_loss, self.labeler.trainable_variables),
-                 tape.gradient(parts["g_loss_labelerG"], self.anti_labeler.trainable_variables),
-                 tape.gradient(parts["g_loss_on_z"], self.z_estimator.trainable_variables)]
+            labeler_total = labeler_loss
+            if self.labeler_on_fakes:  # ACGAN: G's images read as the labels asked for
+                fake_label_loss = tf.reduce_mean(sxe(labeler_fake, fake01))
+                labeler_total = labeler_total + fake_label_loss
+            if self.shared_labeler:
+                d_total = d_loss + labeler_total
+        losses = [parts["g_loss"], d_total if self.shared_labeler else d_loss]
+        if not self.shared_labeler:
+            losses.append(labeler_total)
+        losses += [parts["g_loss_labelerG"], parts["g_loss_on_z"]]
+        grads = [tape.gradient(loss, net.trainable_variables)
+                 for loss, (net, _) in zip(losses, self.networks(), strict=True)]
         del tape
         metrics = dict(parts, d_loss=d_loss, d_loss_real=d_real, d_loss_fake=d_fake,
                        d_loss_real_label=labeler_loss,
                        accuracy_real=accuracy(labeler_real, real_labels),
                        accuracy_fake=accuracy(labeler_fake, fake01))
+        if self.labeler_on_fakes:
+            metrics["d_loss_fake_label"] = fake_label_loss
         return metrics, grads
 
     def _labeler_loss_and_grads(self, images, real_labels):
+        net, _ = self._labeler_and_optimizer()
         with tf.GradientTape() as tape:
-            logits = self.labeler(to_unit(images))
+            logits = self.read_labels(to_unit(images))
             loss = tf.reduce_mean(sxe(logits, real_labels))
         metrics = {"d_loss_real_label": loss, "accuracy_real": accuracy(logits, real_labels)}
-        return metrics, tape.gradient(loss, self.labeler.trainable_variables)
+        return metrics, tape.gradient(loss, net.trainable_variables)
 
     # -- updates (replica context)
     def _inputs(self, batch, fake_labels, z_gen):
@@ -369,11 +396,18 @@ class CausalGAN(tf.Module):
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
     def networks(self):
-        """(network, its optimizer) for G, D, labeler, anti-labeler, z-estimator."""
-        return ((self.G, self.g_optimizer), (self.D, self.d_optimizer),
-                (self.labeler, self.labeler_optimizer),
+        """(network, its optimizer) for G, D, labeler (absent when it is D's head),
+        anti-labeler, z-estimator."""
+        labeler = () if self.shared_labeler else ((self.labeler, self.labeler_optimizer),)
+        return ((self.G, self.g_optimizer), (self.D, self.d_optimizer), *labeler,
                 (self.anti_labeler, self.anti_labeler_optimizer),
                 (self.z_estimator, self.z_optimizer))
+
+    def _labeler_and_optimizer(self):
+        """The network that holds the labeler's weights, and its optimizer."""
+        if self.shared_labeler:
+            return self.D, self.d_optimizer
+        return self.labeler, self.labeler_optimizer
 
     def _apply_if_finite(self, updates, metrics):
         """Apply one update's ``(loss name, optimizer, gradients, variables)`` unless those
@@ -415,10 +449,10 @@ class CausalGAN(tf.Module):
         images = tf.convert_to_tensor(images, tf.float32)
         real_labels = tf.convert_to_tensor(real_labels, tf.float32)
         metrics, grads = self._labeler_grads(images, real_labels)
+        net, optimizer = self._labeler_and_optimizer()
         metrics = self._reduce(metrics)
         metrics["nonfinite"] = self._apply_if_finite(
-            [("d_loss_real_label", self.labeler_optimizer, grads,
-              self.labeler.trainable_variables)], metrics)
+            [("d_loss_real_label", optimizer, grads, net.trainable_variables)], metrics)
         return metrics
 
     def _finish(self, decay: bool):
@@ -436,10 +470,13 @@ class CausalGAN(tf.Module):
 
     # -- iterations (replica context); each returns replica-averaged metrics
     def iteration_kind(self, step: int) -> str:
-        """'labeler' (pretraining the labeler), 'g_all' (step divisible by 3) or 'g_g'."""
+        """'labeler' (pretraining the labeler), then with --schedule reference 'g_all'
+        (step divisible by 3) or 'g_g', with --schedule every_step 'all'."""
         cfg = self.config
         if cfg.pretrain_LabelerR and step < int(cfg.pretrain_LabelerR_no_of_iters):
             return "labeler"
+        if self.schedule == "every_step":
+            return "all"
         return "g_all" if step % 3 == 0 else "g_g"
 
     def iteration(self, kind: str, images, real_labels, fake_labels=None, z_gen=None):
@@ -450,6 +487,10 @@ class CausalGAN(tf.Module):
         if kind == "labeler":
             metrics = self.labeler_update(images, real_labels)
             metrics.update(self._finish(decay=False))
+            return metrics
+        if kind == "all":
+            metrics = self.all_update(images, real_labels, fake_labels, z_gen)
+            metrics.update(self._finish(decay=True))
             return metrics
         rows = _rows(tf.convert_to_tensor(images))
         first = self.g_update(rows, fake_labels, z_gen)
@@ -466,6 +507,8 @@ class CausalGAN(tf.Module):
         nan = float("nan")
         names = ("d_loss", "d_loss_real", "d_loss_fake", "d_loss_real_label", "g_loss",
                  "g_lossGAN", "g_loss_labelerR", "g_loss_labelerG", "g_loss_on_z", "k_t")
+        if self.labeler_on_fakes:
+            names += ("d_loss_fake_label",)
         out = {k: tf.constant(nan) for k in names}
         out["accuracy_real"] = tf.fill([self.n_labels], nan)
         out["accuracy_fake"] = tf.fill([self.n_labels], nan)
@@ -491,7 +534,7 @@ class CausalGAN(tf.Module):
                     lambda v: strategy.experimental_local_results(v)[0], out)
             return run
 
-        functions = {kind: compiled(kind) for kind in ("labeler", "g_all", "g_g")}
+        functions = {kind: compiled(kind) for kind in ("labeler", "g_all", "g_g", "all")}
         last = self.metric_template()
 
         def train(batch):

@@ -61,6 +61,22 @@ train_arg.add_argument("--tau", type=float, default=3000,
                        help="k_t (the anti-labeler's weight, from 1) decays by 1/e every tau "
                             "iterations.")
 
+diff_arg = parser.add_argument_group(
+    "Differences from the reference (off by default; the defaults are the reference's)")
+diff_arg.add_argument("--schedule", type=str, default="reference",
+                      choices=["reference", "every_step"],
+                      help="reference: on every third iteration one G update then one update "
+                           "of all networks, otherwise two G updates; every_step: each "
+                           "iteration one update of all networks from one forward pass.")
+diff_arg.add_argument("--minibatch_features", type=str2bool, default=True,
+                      help="False drops the discriminator's minibatch-similarity features.")
+diff_arg.add_argument("--labeler_shares_D", type=str2bool, default=False,
+                      help="The labeler is a linear head on the discriminator's last layer "
+                           "(ACGAN's auxiliary classifier), trained with D.")
+diff_arg.add_argument("--labeler_on_fakes", type=str2bool, default=False,
+                      help="The labeler also learns to read G's images as the labels they "
+                           "were drawn with (ACGAN), not only real images.")
+
 
 def get_config(argv=None):
     """CausalGAN's flags of a command line: (namespace, unparsed words)."""

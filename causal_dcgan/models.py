@@ -60,12 +60,20 @@ class Generator(tf.Module):
 
 
 class Discriminator(tf.Module):
-    """images [-1, 1] -> (logit [B, 1], second-layer features [B, s/4, s/4, 2d])."""
+    """images [-1, 1] -> (logit [B, 1], second-layer features [B, s/4, s/4, 2d], label
+    logits [B, n_labels] of the auxiliary head, or None without one).
+
+    ``minibatch=False`` drops the minibatch features; ``n_labels > 0`` adds a linear
+    label head beside the logit (ACGAN's auxiliary classifier). Both are differences from
+    the reference (--minibatch_features, --labeler_shares_D).
+    """
 
     def __init__(self, df_dim: int, size: int, channels: int, group: int,
-                 stab_proj: bool = False, n_stab_proj: int = 256, rng=None):
+                 stab_proj: bool = False, n_stab_proj: int = 256, rng=None,
+                 minibatch: bool = True, n_labels: int = 0):
         super().__init__(name="discriminator")
         d, self.group = int(df_dim), int(group)
+        self.minibatch = bool(minibatch)
         sides = pyramid(size)
         self.stab_proj = bool(stab_proj)
         first = int(n_stab_proj) if stab_proj else d
@@ -74,15 +82,19 @@ class Discriminator(tf.Module):
                        name="stab_proj" if stab_proj else "h0")
         self.h1 = Conv(first, 2 * d, rng, bias=False, name="h1")
         self.bn1 = BatchNorm(2 * d, group, name="bn1")
-        self.mb0 = Conv(2 * d, d, rng, name="mb0")
-        self.mb1 = Conv(d, d, rng, name="mb1")
-        self.mb_lin = Dense(sides[4] ** 2 * d, MB_KERNELS * MB_DIMS, stddev=0.02, rng=rng,
-                            name="mb_lin")
-        self.h2 = Conv(2 * d + MB_KERNELS, 4 * d, rng, bias=False, name="h2")
+        if self.minibatch:
+            self.mb0 = Conv(2 * d, d, rng, name="mb0")
+            self.mb1 = Conv(d, d, rng, name="mb1")
+            self.mb_lin = Dense(sides[4] ** 2 * d, MB_KERNELS * MB_DIMS, stddev=0.02,
+                                rng=rng, name="mb_lin")
+        self.h2 = Conv(2 * d + (MB_KERNELS if self.minibatch else 0), 4 * d, rng, bias=False,
+                       name="h2")
         self.bn2 = BatchNorm(4 * d, group, name="bn2")
         self.h3 = Conv(4 * d, 8 * d, rng, bias=False, name="h3")
         self.bn3 = BatchNorm(8 * d, group, name="bn3")
         self.out = Dense(sides[4] ** 2 * 8 * d, 1, stddev=0.02, rng=rng, name="h4_lin")
+        self.label_head = (Dense(sides[4] ** 2 * 8 * d, int(n_labels), stddev=0.02, rng=rng,
+                                 name="label_lin") if n_labels else None)
 
     def minibatch_features(self, h1):
         """h1 with MB_KERNELS similarity channels appended (tiled over its positions)."""
@@ -98,11 +110,12 @@ class Discriminator(tf.Module):
         if not self.stab_proj:
             h0 = lrelu(h0)
         h1 = lrelu(self.bn1(self.h1(h0)))
-        h = self.minibatch_features(h1)
+        h = self.minibatch_features(h1) if self.minibatch else h1
         h = lrelu(self.bn2(self.h2(h)))
         h = lrelu(self.bn3(self.h3(h)))
         flat = tf.reshape(h, [-1, h.shape[1] * h.shape[2] * h.shape[3]])
-        return self.out(flat), h1
+        labels = self.label_head(flat) if self.label_head is not None else None
+        return self.out(flat), h1, labels
 
 
 class ConvStack(tf.Module):

@@ -69,7 +69,7 @@ def test_network_shapes_and_ranges(size, stab):
     x = cg.to_unit(images)
     g = model.G(model.generator_inputs(cg.label_values(fake), z))
     assert g.shape == (4, size, size, 3) and float(tf.reduce_max(tf.abs(g))) <= 1.0  # tanh
-    logits, features = model.D(x)
+    logits, features, _ = model.D(x)
     assert logits.shape == (4, 1) and features.shape == (4, size // 4, size // 4, 8)
     assert model.labeler(x).shape == (4, 3) and model.anti_labeler(x).shape == (4, 3)
     assert model.z_estimator(features).shape == (4, 4)
@@ -411,3 +411,72 @@ def test_two_towers_equal_one_device_on_the_concatenated_batch(tmp_path):
     assert out["max_diff"] < 2e-5, out
     assert abs(out["loss1"] - out["loss2"]) < 1e-5 and abs(out["d1"] - out["d2"]) < 1e-5
     assert out["moved"] > 1e-4
+
+
+# ----------------------------------------------------------------------------- differences
+def test_every_step_schedule_updates_each_network_once_per_iteration():
+    cfg = dcgan_config(schedule="every_step", tau=2.0)
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=6)
+    images, real, fake, z = batch(16)
+    train = model.make_train_function()
+    for _ in range(3):
+        assert model.iteration_kind(int(model.step.numpy())) == "all"
+        out = train((images, real, fake, z))
+    assert int(model.step.numpy()) == 3
+    assert [int(opt.iterations.numpy()) for _, opt in model.networks()] == [3] * 5
+    assert np.isclose(float(out["k_t"]), math.exp(-3 / 2), rtol=1e-6)
+    assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
+
+
+def test_discriminator_without_minibatch_features():
+    cfg = dcgan_config(minibatch_features=False)
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=7)
+    assert not hasattr(model.D, "mb_lin")
+    assert model.D.h2.kernel.shape[2] == 2 * cfg.df_dim  # only h1's channels go in
+    with_mb = cg.CausalGAN(dcgan_config(), NAMES, 16, seed=7)
+    assert with_mb.D.h2.kernel.shape[2] == 2 * cfg.df_dim + MB_KERNELS
+    logits, _, labels = model.D(cg.to_unit(batch(16)[0]))
+    assert logits.shape == (4, 1) and labels is None
+
+
+def test_labeler_as_discriminator_head_learns_from_real_and_generated_images():
+    cfg = dcgan_config(schedule="every_step", labeler_shares_D=True, labeler_on_fakes=True)
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=8)
+    assert model.labeler is None and model.labeler_optimizer is None
+    assert [net.name for net, _ in model.networks()] == [
+        "generator", "discriminator", "anti_labeler", "z_estimator"]
+    images, real, fake, z = batch(16)
+    x = cg.to_unit(images)
+    # before the update, by hand: the head on D's last layer reading the real images
+    real_logits = model.D(x)[2].numpy()
+    head_before = model.D.label_head.w.numpy().copy()
+    out = model.make_train_function()((images, real, fake, z))
+    np.testing.assert_allclose(float(out["d_loss_real_label"]),
+                               np_sxe(real_logits, real).mean(), rtol=1e-4)
+    assert np.isfinite(float(out["d_loss_fake_label"])) and float(out["d_loss_fake_label"]) > 0
+    assert not np.array_equal(head_before, model.D.label_head.w.numpy())
+    assert model.read_labels(x).shape == (4, 3)
+    hist = model.diagnostics(images, real, fake, z)["histograms"]
+    assert hist["real_prob"].shape == (4, 3) and hist["fake_prob"].shape == (4, 3)
+
+
+def test_labeler_on_fakes_changes_the_labeler_update_by_the_generated_images_term():
+    """Same seed and inputs: the separate labeler's gradient with --labeler_on_fakes is
+    the real-image gradient plus the gradient of sxe(labeler(G), drawn labels)."""
+    images, real, fake, z = batch(16)
+    grads = {}
+    for on_fakes in (False, True):
+        cfg = dcgan_config(schedule="every_step", label_type="discrete",
+                           labeler_on_fakes=on_fakes)
+        model = cg.CausalGAN(cfg, NAMES, 16, seed=9)
+        fake01, values, zz = model._inputs(4, fake, z)
+        _, g = model._all_losses_and_grads(tf.constant(images), tf.constant(real), fake01,
+                                           values, zz, tf.identity(model.k_t))
+        grads[on_fakes] = g[2]
+        if on_fakes:
+            with tf.GradientTape() as tape:
+                gen = model.G(model.generator_inputs(values, zz))
+                loss = tf.reduce_mean(cg.sxe(model.labeler(gen), fake01))
+            extra = tape.gradient(loss, model.labeler.trainable_variables)
+    for a, b, e in zip(grads[False], grads[True], extra, strict=True):
+        np.testing.assert_allclose(b.numpy(), (a + e).numpy(), rtol=1e-3, atol=1e-6)
