@@ -8,6 +8,7 @@
     apply_mean_gradients(optimizer, grads, variables)    the replica-mean update
     apply_mean_gradients_if_finite(updates, losses, names)   ...skipped on NaN/Inf
     draw_controller_labels(controller, rng, batch_size)  the frozen controller's labels
+    ControllerInputs                      prepare_labels / draw_z / draw_fake_labels
 
 Everything is a ``tf.Module`` of plain ``tf.Variable`` made at construction, so
 checkpoints and optimizers see every variable (and every slot) before the first step.
@@ -182,3 +183,22 @@ def draw_controller_labels(controller, rng: tf.random.Generator, batch_size):
     else:
         labels, _ = controller.sample(batch_size=batch_size)
     return labels
+
+
+class ControllerInputs:
+    """What both image models feed G besides its weights: the frozen controller's labels,
+    prepared, and the image noise z_gen. A mixin for a model with ``config``
+    (``round_fake_labels``), ``controller``, ``rng`` (tf.random.Generator) and ``z_dim``."""
+
+    def prepare_labels(self, labels):
+        """Controller labels as the model uses them (rounded when round_fake_labels)."""
+        labels = tf.stop_gradient(tf.convert_to_tensor(labels, tf.float32))
+        return tf.round(labels) if self.config.round_fake_labels else labels
+
+    def draw_z(self, batch_size):
+        """Image noise z_gen ~ U[-1, 1]^z_dim from the model's own generator."""
+        return self.rng.uniform([batch_size, self.z_dim], -1.0, 1.0)
+
+    def draw_fake_labels(self, batch_size):
+        """Labels from the frozen controller, prepared."""
+        return self.prepare_labels(draw_controller_labels(self.controller, self.rng, batch_size))

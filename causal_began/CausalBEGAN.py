@@ -31,8 +31,8 @@ import tensorflow as tf
 from causal_began.models import Discriminator, Generator, Labeler, default_data_format
 from errors import UserError
 from nets import (
+    ControllerInputs,
     apply_mean_gradients_if_finite,
-    draw_controller_labels,
     gradient_name,
     make_adam,
     to_pixels,
@@ -111,7 +111,7 @@ def measures(d_loss_real, d_loss_real_label, balance_k, balance_l, balance_z):
 
 
 # ----------------------------------------------------------------------------- model
-class CausalBEGAN(tf.Module):
+class CausalBEGAN(ControllerInputs, tf.Module):
     """The image model. Build it inside ``strategy.scope()`` when distributing.
 
     Args:
@@ -181,19 +181,6 @@ class CausalBEGAN(tf.Module):
         return self.d_optimizer.learning_rate.value
 
     # -- building blocks
-    def prepare_labels(self, labels):
-        """Controller labels as G sees them (rounded when round_fake_labels)."""
-        labels = tf.stop_gradient(tf.convert_to_tensor(labels, tf.float32))
-        return tf.round(labels) if self.config.round_fake_labels else labels
-
-    def draw_z(self, batch_size):
-        """Image noise z_gen ~ U[-1, 1]^z_dim from the model's own generator."""
-        return self.rng.uniform([batch_size, self.z_dim], -1.0, 1.0)
-
-    def draw_fake_labels(self, batch_size):
-        """Labels from the frozen controller, prepared for G."""
-        return self.prepare_labels(draw_controller_labels(self.controller, self.rng, batch_size))
-
     def label_logits(self, images_unit, code):
         if self.labeler is not None:
             return self.labeler(images_unit)

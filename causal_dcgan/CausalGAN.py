@@ -27,8 +27,8 @@ import tensorflow as tf
 from causal_dcgan.models import ConvStack, Discriminator, Generator, pyramid
 from errors import UserError
 from nets import (
+    ControllerInputs,
     apply_mean_gradients_if_finite,
-    draw_controller_labels,
     gradient_name,
     make_adam,
     to_pixels,
@@ -130,7 +130,7 @@ def accuracy(logits, labels):
 
 
 # ----------------------------------------------------------------------------- model
-class CausalGAN(tf.Module):
+class CausalGAN(ControllerInputs, tf.Module):
     """The image model. Build it inside ``strategy.scope()`` when distributing.
 
     Args (the same as CausalBEGAN's):
@@ -229,19 +229,6 @@ class CausalGAN(tf.Module):
         return "margins" if key == "k_t" else "loss"
 
     # -- labels and inputs
-    def prepare_labels(self, labels):
-        """Controller labels as the model uses them (rounded when round_fake_labels)."""
-        labels = tf.stop_gradient(tf.convert_to_tensor(labels, tf.float32))
-        return tf.round(labels) if self.config.round_fake_labels else labels
-
-    def draw_z(self, batch_size):
-        """Image noise z_gen ~ U[-1, 1]^z_dim from the model's own generator."""
-        return self.rng.uniform([batch_size, self.z_dim], -1.0, 1.0)
-
-    def draw_fake_labels(self, batch_size):
-        """Labels from the frozen controller, prepared (rounded)."""
-        return self.prepare_labels(draw_controller_labels(self.controller, self.rng, batch_size))
-
     def draw_label_noise(self, batch_size):
         """(s, t) [B, 1] each: the continuous label noise of each row."""
         u = self.rng.uniform([2, batch_size, 1])
