@@ -178,10 +178,12 @@ class CausalGAN(ControllerInputs, tf.Module):
         self.schedule = getattr(config, "schedule", "reference")
         self.shared_labeler = bool(getattr(config, "labeler_shares_D", False))
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
+        self.projection = bool(getattr(config, "projection_D", False))
         self.D = Discriminator(d, size, self.channels, group, bool(config.stab_proj),
                                int(config.n_stab_proj), init,
                                minibatch=bool(getattr(config, "minibatch_features", True)),
-                               n_labels=self.n_labels if self.shared_labeler else 0)
+                               n_labels=self.n_labels if self.shared_labeler else 0,
+                               n_projection=self.n_labels if self.projection else 0)
         # --labeler_shares_D: the labeler is D's label head (D's optimizer trains it)
         self.labeler = (None if self.shared_labeler else
                         ConvStack(d, size, self.channels, self.n_labels, group, init,
@@ -247,6 +249,11 @@ class CausalGAN(ControllerInputs, tf.Module):
         labels_in = logit(values) if self.config.type_input_to_generator == "logits" else values
         return tf.concat([z_gen, labels_in], axis=1)
 
+    def judge(self, x, labels01):
+        """D's outputs for images x in [-1, 1] (with --projection_D, of the pairs of x and
+        their labels in {0, 1})."""
+        return self.D(x, labels01 if self.projection else None)
+
     def read_labels(self, x, d_out=None):
         """The labeler's logits for images x in [-1, 1] (from D's outputs ``d_out`` of x
         when the labeler is D's head)."""
@@ -300,8 +307,9 @@ class CausalGAN(ControllerInputs, tf.Module):
         fake01 = self.prepare_labels(controller_labels)
         n = tf.shape(fake01)[0]
         g = self._generate_padded(fake01, z_gen)
-        d_real = self.D(x)
-        d_fake = self.D(g)
+        d_real = self.judge(x, real_labels)
+        d_fake = self.judge(g, tf.concat([fake01, tf.zeros([tf.shape(g)[0] - n, self.n_labels])],
+                                         axis=0))
         return {"images": {"G": to_pixels(g[:n])},
                 "histograms": {"real_prob": tf.sigmoid(self.read_labels(x, d_real)),
                                "fake_prob": tf.sigmoid(self.read_labels(g, d_fake)[:n]),
@@ -310,12 +318,12 @@ class CausalGAN(ControllerInputs, tf.Module):
                                "d_fake": tf.sigmoid(d_fake[0][:n])}}
 
     # -- losses and gradients (one replica's batch)
-    def _g_side(self, values, z_gen, k_t):
-        """G's forward and its losses from label values and z_gen."""
+    def _g_side(self, values, z_gen, k_t, fake01):
+        """G's forward and its losses from label values (of the labels fake01) and z_gen."""
         cfg = self.config
         kind = int(cfg.loss_function)
         g = self.G(self.generator_inputs(values, z_gen))
-        d_fake = self.D(g)
+        d_fake = self.judge(g, fake01)
         d_fake_logits, features = d_fake[0], d_fake[1]
         labeler_fake = self.read_labels(g, d_fake)
         anti_fake = self.anti_labeler(g)
@@ -329,16 +337,16 @@ class CausalGAN(ControllerInputs, tf.Module):
                                     cfg.off_label_losses, cfg.reconstr_loss)
         return g, d_fake_logits, labeler_fake, parts
 
-    def _g_losses_and_grads(self, values, z_gen, k_t):
+    def _g_losses_and_grads(self, values, z_gen, k_t, fake01):
         with tf.GradientTape() as tape:
-            _, _, _, parts = self._g_side(values, z_gen, k_t)
+            _, _, _, parts = self._g_side(values, z_gen, k_t, fake01)
         return parts, tape.gradient(parts["g_loss"], self.G.trainable_variables)
 
     def _all_losses_and_grads(self, images, real_labels, fake01, values, z_gen, k_t):
         x = to_unit(images)
         with tf.GradientTape(persistent=True) as tape:
-            g, d_fake_logits, labeler_fake, parts = self._g_side(values, z_gen, k_t)
-            d_real_out = self.D(x)
+            g, d_fake_logits, labeler_fake, parts = self._g_side(values, z_gen, k_t, fake01)
+            d_real_out = self.judge(x, real_labels)
             d_loss, d_real, d_fake = d_loss_fn(d_real_out[0], d_fake_logits)
             labeler_real = self.read_labels(x, d_real_out)
             labeler_loss = tf.reduce_mean(sxe(labeler_real, real_labels))
@@ -411,8 +419,8 @@ class CausalGAN(ControllerInputs, tf.Module):
 
     def g_update(self, batch, fake_labels=None, z_gen=None):
         """One G update; returns G's replica-averaged losses and its ``nonfinite`` mask."""
-        _, values, z = self._inputs(batch, fake_labels, z_gen)
-        parts, grads = self._g_grads(values, z, tf.identity(self.k_t))
+        fake01, values, z = self._inputs(batch, fake_labels, z_gen)
+        parts, grads = self._g_grads(values, z, tf.identity(self.k_t), fake01)
         parts = self._reduce(parts)
         parts["nonfinite"] = self._apply_if_finite(
             [("g_loss", self.g_optimizer, grads, self.G.trainable_variables)], parts)

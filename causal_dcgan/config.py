@@ -73,6 +73,10 @@ diff_arg.add_argument("--minibatch_features", type=str2bool, default=True,
 diff_arg.add_argument("--labeler_shares_D", type=str2bool, default=False,
                       help="The labeler is a linear head on the discriminator's last layer "
                            "(ACGAN's auxiliary classifier), trained with D.")
+diff_arg.add_argument("--projection_D", type=str2bool, default=False,
+                      help="The discriminator judges (image, labels) pairs: a projection "
+                           "term <embed(labels), features> is added to its logit; real "
+                           "images come with their labels, G's with the labels drawn.")
 diff_arg.add_argument("--labeler_on_fakes", type=str2bool, default=False,
                       help="The labeler also learns to read G's images as the labels they "
                            "were drawn with (ACGAN), not only real images.")

@@ -64,13 +64,16 @@ class Discriminator(tf.Module):
     logits [B, n_labels] of the auxiliary head, or None without one).
 
     ``minibatch=False`` drops the minibatch features; ``n_labels > 0`` adds a linear
-    label head beside the logit (ACGAN's auxiliary classifier). Both are differences from
-    the reference (--minibatch_features, --labeler_shares_D).
+    label head beside the logit (ACGAN's auxiliary classifier); ``n_projection > 0`` makes
+    D judge (image, labels) pairs: the logit gains <embed(2 labels - 1), last features>
+    (a projection discriminator, Miyato & Koyama 2018), given ``labels`` [B, n] in {0, 1}.
+    All three are differences from the reference (--minibatch_features,
+    --labeler_shares_D, --projection_D).
     """
 
     def __init__(self, df_dim: int, size: int, channels: int, group: int,
                  stab_proj: bool = False, n_stab_proj: int = 256, rng=None,
-                 minibatch: bool = True, n_labels: int = 0):
+                 minibatch: bool = True, n_labels: int = 0, n_projection: int = 0):
         super().__init__(name="discriminator")
         d, self.group = int(df_dim), int(group)
         self.minibatch = bool(minibatch)
@@ -95,6 +98,8 @@ class Discriminator(tf.Module):
         self.out = Dense(sides[4] ** 2 * 8 * d, 1, stddev=0.02, rng=rng, name="h4_lin")
         self.label_head = (Dense(sides[4] ** 2 * 8 * d, int(n_labels), stddev=0.02, rng=rng,
                                  name="label_lin") if n_labels else None)
+        self.embed = (Dense(int(n_projection), sides[4] ** 2 * 8 * d, stddev=0.02, rng=rng,
+                            bias=False, name="label_embed") if n_projection else None)
 
     def minibatch_features(self, h1):
         """h1 with MB_KERNELS similarity channels appended (tiled over its positions)."""
@@ -105,7 +110,7 @@ class Discriminator(tf.Module):
         tiled = tf.tile(features[:, None, None, :], [1, h1.shape[1], h1.shape[2], 1])
         return tf.concat([h1, tiled], axis=3)
 
-    def __call__(self, x):
+    def __call__(self, x, labels=None):
         h0 = self.h0(x)
         if not self.stab_proj:
             h0 = lrelu(h0)
@@ -114,8 +119,12 @@ class Discriminator(tf.Module):
         h = lrelu(self.bn2(self.h2(h)))
         h = lrelu(self.bn3(self.h3(h)))
         flat = tf.reshape(h, [-1, h.shape[1] * h.shape[2] * h.shape[3]])
-        labels = self.label_head(flat) if self.label_head is not None else None
-        return self.out(flat), h1, labels
+        logit = self.out(flat)
+        if self.embed is not None and labels is not None:  # no labels: the label head alone
+            signs = 2.0 * tf.cast(labels, flat.dtype) - 1.0
+            logit += tf.reduce_sum(self.embed(signs) * flat, axis=1, keepdims=True)
+        head = self.label_head(flat) if self.label_head is not None else None
+        return logit, h1, head
 
 
 class ConvStack(tf.Module):

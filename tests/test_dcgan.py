@@ -480,3 +480,25 @@ def test_labeler_on_fakes_changes_the_labeler_update_by_the_generated_images_ter
             extra = tape.gradient(loss, model.labeler.trainable_variables)
     for a, b, e in zip(grads[False], grads[True], extra, strict=True):
         np.testing.assert_allclose(b.numpy(), (a + e).numpy(), rtol=1e-3, atol=1e-6)
+
+
+def test_projection_discriminator_judges_image_label_pairs():
+    cfg = dcgan_config(schedule="every_step", projection_D=True, minibatch_features=False)
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=10)
+    images, real, fake, z = batch(16)
+    x = cg.to_unit(images)
+    plain, _, _ = model.D(x)
+    # by hand: logit(x, y) = logit(x) + <embed(2y - 1), D's last features>
+    embed = model.D.embed.w.numpy()
+    assert embed.shape[0] == 3 and model.D.embed.b is None
+    flip = np.ones_like(real) - real
+    a, _, _ = model.D(x, real)
+    b, _, _ = model.D(x, flip)
+    assert not np.allclose(a.numpy(), b.numpy())
+    # the projection is linear in the signs: logit(y) + logit(1 - y) = 2 logit(x) (no labels)
+    np.testing.assert_allclose((a + b).numpy(), 2 * plain.numpy(), rtol=1e-4, atol=1e-5)
+    before = embed.copy()
+    out = model.make_train_function()((images, real, fake, z))
+    assert np.isfinite(float(out["d_loss"])) and not np.array_equal(before, model.D.embed.w.numpy())
+    hist = model.diagnostics(images, real, fake, z)["histograms"]
+    assert hist["d_real"].shape == (4, 1)
