@@ -120,7 +120,7 @@ class Discriminator(tf.Module):
         h = lrelu(self.bn3(self.h3(h)))
         flat = tf.reshape(h, [-1, h.shape[1] * h.shape[2] * h.shape[3]])
         logit = self.out(flat)
-        if self.embed is not None and labels is not None:  # no labels: the label head alone
+        if self.embed is not None and labels is not None:  # no labels: D's plain logit
             signs = 2.0 * tf.cast(labels, flat.dtype) - 1.0
             logit += tf.reduce_sum(self.embed(signs) * flat, axis=1, keepdims=True)
         head = self.label_head(flat) if self.label_head is not None else None
