@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from causal_dcgan import CausalGAN as cg
 from causal_dcgan.models import MB_KERNELS
-from causal_dcgan.ops import BatchNorm, minibatch_similarity
+from causal_dcgan.ops import BatchNorm, Conv, Deconv, conv_transpose, minibatch_similarity
 from errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +146,46 @@ def test_minibatch_similarity_gradient_matches_autodiff_of_the_formula():
 
 
 # ----------------------------------------------------------------------------- labels
+@pytest.mark.parametrize("n, side", [(1, 2), (2, 4), (4, 8), (4, 7), (3, 5), (8, 16)])
+def test_sub_pixel_transposed_convolution_equals_tensorflows(n, side):
+    rng = np.random.default_rng(n * 100 + side)
+    x = tf.constant(rng.normal(size=[3, n, n, 6]), tf.float32)
+    kernel = tf.constant(rng.normal(size=[5, 5, 4, 6]), tf.float32)
+    expected = tf.nn.conv2d_transpose(x, kernel, [3, side, side, 4], 2, "SAME")
+    np.testing.assert_allclose(conv_transpose(x, kernel, side), expected, rtol=1e-4, atol=1e-4)
+
+
+def _value_and_gradients(fn, inp, variables, seed):
+    with tf.GradientTape() as tape:
+        tape.watch(inp)
+        y = fn(inp)
+        w = tf.constant(np.random.default_rng(seed).normal(size=y.shape), tf.float32)
+        loss = tf.reduce_sum(tf.sin(y) * w)
+    return [y, *tape.gradient(loss, [inp, *variables])]
+
+
+@pytest.mark.parametrize("side", [8, 7, 4, 2])
+def test_small_map_layers_match_tensorflows_values_and_gradients(side):
+    # Conv to maps of side <= 4 and Deconv from maps of side 2..4 take the sub-pixel path
+    rng = np.random.default_rng(side)
+    small = -(-side // 2)
+    conv, deconv = Conv(5, 7, name="c"), Deconv(7, 5, name="d")
+    x = tf.constant(rng.normal(size=[4, side, side, 5]), tf.float32)
+    h = tf.constant(rng.normal(size=[4, small, small, 7]), tf.float32)
+    pairs = (
+        (conv, lambda x: tf.nn.bias_add(tf.nn.conv2d(x, conv.kernel, 2, "SAME"), conv.bias),
+         x, conv.trainable_variables),
+        (lambda h: deconv(h, side),
+         lambda h: tf.nn.bias_add(tf.nn.conv2d_transpose(
+             h, deconv.kernel, [4, side, side, 5], 2, "SAME"), deconv.bias),
+         h, deconv.trainable_variables))
+    for mine, native, inp, variables in pairs:
+        ours = _value_and_gradients(mine, inp, variables, side)
+        theirs = _value_and_gradients(native, inp, variables, side)
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_discrete_mapping_is_exact():
     model = cg.CausalGAN(dcgan_config(label_type="discrete"), NAMES, 16, seed=0)
     labels = tf.constant([[0.0, 1.0, 0.2], [0.9, 0.4, 1.0]])
