@@ -84,7 +84,8 @@ def test_one_gpu_asked_none_found_warns_and_uses_the_cpu(caplog):
         strategy = trainer_module.make_strategy(argparse.Namespace(num_gpu=1, num_cpu_devices=1))
     assert "no GPU" in caplog.text and "CPU" in caplog.text
     assert strategy.num_replicas_in_sync == 1
-    assert "CPU" in strategy.extended.worker_devices[0].upper()
+    assert "CPU" in trainer_module.devices_of(strategy)[0].upper()
+    assert not trainer_module.uses_gpu(strategy)
 
 
 @needs_no_gpu
