@@ -83,6 +83,14 @@ data_arg.add_argument("--split", type=str, default="train",
                       help="Data split name (kept for the reference's command lines).")
 data_arg.add_argument("--num_worker", type=positive_int, default=24,
                       help="Parallel calls of the input pipeline (capped at the CPU count).")
+data_arg.add_argument("--rare_label_rate", type=float, default=0.0,
+                      help="A difference from the reference (0 = off, its behaviour): while "
+                           "the image model trains, a label whose rarer value is held by "
+                           "fewer than this fraction of the rows is shown about this often: "
+                           "those rows repeat in the real images' epochs and the "
+                           "controller's labels for G are resampled with the same weights, "
+                           "so what G learns, P(image | labels), is unchanged. E.g. 0.15 "
+                           "shows Bald (2%% of the toy faces) in about 15%% of the rows.")
 data_arg.add_argument("--resize_method", type=str, default="AREA",
                       choices=["AREA", "BILINEAR", "BICUBIC", "NEAREST_NEIGHBOR"],
                       help="How images are resized to --input_scale_size.")

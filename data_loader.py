@@ -393,6 +393,35 @@ def _check_batch_size(batch_size: int) -> None:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}.")
 
 
+def rare_label_weights(table, rate: float) -> np.ndarray:
+    """[n_labels, 2]: the weight of a row holding value 0 / 1 of each label, for
+    ``--rare_label_rate``. A label whose rarer value v has frequency p < rate gives that
+    value the weight rate (1 - p) / (p (1 - rate)), which alone would make it as frequent
+    as ``rate``; every other entry is 1. A row's weight is ``row_repeats``."""
+    table = np.asarray(table, np.float64)
+    weights = np.ones([table.shape[1], 2])
+    if not 0.0 < rate < 0.5:
+        if rate != 0.0:
+            raise UserError(f"--rare_label_rate must be in [0, 0.5), got {rate}.")
+        return weights
+    ones = (table > 0.5).mean(axis=0)
+    for j, p1 in enumerate(ones):
+        rare, p = (1, p1) if p1 <= 0.5 else (0, 1.0 - p1)
+        if 0.0 < p < rate:
+            weights[j, rare] = rate * (1.0 - p) / (p * (1.0 - rate))
+    return weights
+
+
+def row_repeats(labels, weights):
+    """The integer weight of each label row [B, n] (values rounded to 0/1): the largest
+    weight of the values it holds (``rare_label_weights``), rounded; >= 1. Works on numpy
+    arrays and on tensors alike (TensorFlow ops)."""
+    labels = tf.cast(tf.round(tf.convert_to_tensor(labels, tf.float32)), tf.int32)
+    w = tf.convert_to_tensor(weights, tf.float32)                      # [n, 2]
+    per_value = tf.where(labels > 0, w[:, 1], w[:, 0])                # [B, n]
+    return tf.maximum(tf.round(tf.reduce_max(per_value, axis=1)), 1.0)
+
+
 def label_dataset(
     attr_df: pd.DataFrame,
     label_names: Sequence[str],
@@ -468,8 +497,12 @@ def image_dataset(
     shuffle: bool = True,
     flip: bool = True,
     repeat: bool = True,
+    repeats=None,
 ) -> tf.data.Dataset:
     """Batches of ``(images float32 [B, S, S, C] in [0, 255], labels float32 [B, n])``.
+
+    ``repeats`` (ints, one per row of attr_df; ``--rare_label_rate``) makes each epoch a
+    permutation of the rows each repeated that many times (its flips drawn per position).
 
     Images are read from ``dataset_dir/images/<index of attr_df>``. The order (one
     permutation per epoch) and the flips are fixed by ``seed``. A file that cannot be
@@ -487,6 +520,9 @@ def image_dataset(
         raise UserError(f"--input_scale_size must be a positive size, got {scale_size}.")
     table = _label_table(attr_df, label_names)
     n, k = table.shape
+    rows = np.arange(n) if repeats is None else np.repeat(np.arange(n), np.asarray(repeats, int))
+    m = len(rows)  # positions per epoch
+    rows_t = tf.constant(rows, tf.int64)
     size, channels = int(scale_size), 1 if grayscale else 3
     seed = _pick_seed(seed)
     flip_seed = seed ^ 0x5DEECE66D
@@ -520,8 +556,8 @@ def image_dataset(
         for position in range(int(first), int(end)):
             if len(warned) >= MAX_NAMED_SKIPS:
                 break
-            epoch, offset = divmod(position, n)
-            index = int(_epoch_order(n, seed, epoch, shuffle)[offset])
+            epoch, offset = divmod(position, m)
+            index = int(order(epoch)[offset])
             path = paths_np[index]
             if path in warned:
                 continue
@@ -544,7 +580,7 @@ def image_dataset(
         expected, read = state
         position, image, label = element
         is_end = position < 0
-        end = tf.where(is_end, (-position) * n, position)  # an end marker: -(epoch + 1)
+        end = tf.where(is_end, (-position) * m, position)  # an end marker: -(epoch + 1)
         report = tf.cond(
             end > expected,
             lambda: tf.py_function(report_skipped, [expected, end], tf.int64),
@@ -558,9 +594,12 @@ def image_dataset(
             read = tf.where(is_end, tf.constant(0, tf.int64), read + 1)
         return (expected, read), (position, image, label)
 
+    def order(e):
+        return tf.gather(rows_t, _epoch_order(m, seed, e, shuffle))
+
     def epoch(e):
         items = tf.data.Dataset.from_tensor_slices(
-            (e * n + tf.range(n, dtype=tf.int64), _epoch_order(n, seed, e, shuffle)))
+            (e * m + tf.range(m, dtype=tf.int64), order(e)))
         end = tf.data.Dataset.from_tensors((-(e + 1), tf.constant(-1, tf.int64)))
         return items.concatenate(end)
 

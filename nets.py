@@ -22,6 +22,7 @@ import math
 import tensorflow as tf
 
 import nonfinite
+from data_loader import row_repeats
 
 
 def to_unit(images):
@@ -185,6 +186,9 @@ def draw_controller_labels(controller, rng: tf.random.Generator, batch_size):
     return labels
 
 
+RESAMPLE_POOL = 8  # controller draws per label row kept, when rows are reweighted
+
+
 class ControllerInputs:
     """What both image models feed G besides its weights: the frozen controller's labels,
     prepared, and the image noise z_gen. A mixin for a model with ``config``
@@ -199,6 +203,19 @@ class ControllerInputs:
         """Image noise z_gen ~ U[-1, 1]^z_dim from the model's own generator."""
         return self.rng.uniform([batch_size, self.z_dim], -1.0, 1.0)
 
+    label_weights = None  # [n_labels, 2] of --rare_label_rate (data_loader.rare_label_weights)
+
     def draw_fake_labels(self, batch_size):
-        """Labels from the frozen controller, prepared."""
-        return self.prepare_labels(draw_controller_labels(self.controller, self.rng, batch_size))
+        """Labels from the frozen controller, prepared. With ``label_weights`` set
+        (--rare_label_rate), ``RESAMPLE_POOL`` times as many are drawn and ``batch_size``
+        of them picked with probability proportional to their ``row_repeats``: the
+        weighting the real images' epochs get, so D sees the same label mix on both sides."""
+        if self.label_weights is None:
+            return self.prepare_labels(
+                draw_controller_labels(self.controller, self.rng, batch_size))
+        pool = self.prepare_labels(draw_controller_labels(
+            self.controller, self.rng, RESAMPLE_POOL * batch_size))
+        log_w = tf.math.log(row_repeats(pool, self.label_weights))
+        seed = self.rng.make_seeds(1)[:, 0]
+        picks = tf.random.stateless_categorical(log_w[None, :], batch_size, seed)[0]
+        return tf.gather(pool, picks)

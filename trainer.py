@@ -303,6 +303,8 @@ class Trainer:
                     data_format="channels_first" if uses_gpu(self.strategy) else "channels_last",
                     jit_compile=bool(getattr(config, "jit_compile", JIT_COMPILE)),
                     seed=self.seed + 11)
+            self.row_repeats = self._weigh_rare_labels(float(getattr(config, "rare_label_rate",
+                                                                       0.0)))
             self._train_fn = self.model.make_train_function(self.strategy)
             self._generate_fn = tf.function(
                 lambda labels, z: self.model.generate(labels, z), reduce_retracing=True)
@@ -387,6 +389,26 @@ class Trainer:
                             int(self.cc.step.numpy()))
 
     # -- data
+    def _weigh_rare_labels(self, rate: float):
+        """--rare_label_rate: the model's label weights and each data row's repeats (None
+        when off), with a line saying which labels are shown more often."""
+        table = self.attr[self.label_names].to_numpy(np.float32)
+        weights = data_loader.rare_label_weights(table, rate)
+        if rate == 0.0 or np.all(weights == 1.0):
+            return None
+        self.model.label_weights = tf.constant(weights, tf.float32)
+        repeats = data_loader.row_repeats(table, weights).numpy().astype(np.int64)
+        shown = []
+        for j, name in enumerate(self.label_names):
+            for value in (0, 1):
+                if weights[j, value] != 1.0:
+                    has = np.round(table[:, j]) == value
+                    shown.append(f"{name}={value} {has.mean():.3f} -> "
+                                 f"{repeats[has].sum() / repeats.sum():.3f}")
+        print("--rare_label_rate: rows shown more often while the image model trains: "
+              + ", ".join(shown))
+        return repeats
+
     def label_stream(self):
         return data_loader.label_dataset(self.attr, self.label_names, self.batch_size,
                                          seed=self.seed, shuffle=self.config.do_shuffle)
@@ -399,7 +421,7 @@ class Trainer:
             scale_size=cfg.input_scale_size, is_crop=cfg.is_crop,
             resize_method=cfg.resize_method, grayscale=cfg.grayscale,
             num_worker=cfg.num_worker, seed=self.seed + self.model_step,
-            shuffle=cfg.do_shuffle)
+            shuffle=cfg.do_shuffle, repeats=getattr(self, "row_repeats", None))
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return self.strategy.experimental_distribute_dataset(ds.with_options(options))

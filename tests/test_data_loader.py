@@ -452,3 +452,47 @@ def test_two_processes_render_the_toy_faces_once(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toyfaces"]  # no lock file left
     assert len(list((out / "images").iterdir())) == 150
     assert not toy_faces.ensure_dataset(out, n=150)  # complete: nothing to do
+
+
+# -- --rare_label_rate ------------------------------------------------------------------
+
+
+def test_rare_label_weights_by_hand():
+    # Bald: 1 in 20 rows (rarer value 1); Male: 3 in 4 rows (rarer value 0); Young: half
+    n = 20
+    t = np.zeros((n, 3))
+    t[0, 0] = 1
+    t[:15, 1] = 1
+    t[::2, 2] = 1
+    w = dl.rare_label_weights(t, 0.2)
+    np.testing.assert_allclose(w[0], [1.0, 0.2 * 0.95 / (0.05 * 0.8)])   # 4.75
+    np.testing.assert_allclose(w[1], [1.0, 1.0])  # 0.25 is not rarer than 0.2
+    np.testing.assert_allclose(w[2], [1.0, 1.0])
+    w = dl.rare_label_weights(t, 0.3)
+    np.testing.assert_allclose(w[1], [0.3 * 0.75 / (0.25 * 0.7), 1.0])  # Male=0 is rare
+    np.testing.assert_array_equal(dl.rare_label_weights(t, 0.0), np.ones((3, 2)))
+    with pytest.raises(UserError, match="rare_label_rate"):
+        dl.rare_label_weights(t, 0.7)
+    repeats = dl.row_repeats(t, dl.rare_label_weights(t, 0.2)).numpy()
+    assert repeats[0] == 5 and np.all(repeats[1:] == 1)  # round(4.75)
+    # a row holding two rare values takes the larger weight, not the product
+    both = dl.row_repeats([[1, 0, 0]], [[1, 3], [4, 1], [1, 1]]).numpy()
+    assert both.tolist() == [4]
+
+
+def test_repeated_rows_fill_their_share_of_each_epoch(tmp_path):
+    def solid(i):  # row i is the grey level 40 i, whatever the crop, resize or flip
+        return Image.fromarray(np.full((218, 178, 3), 40 * i, np.uint8))
+
+    df = make_dataset(tmp_path, 6, solid)
+    repeats = np.array([1, 1, 5, 1, 1, 1])  # row 2 five times: 5 of the 10 places of an epoch
+    ds = dl.image_dataset(tmp_path, df, NAMES, 5, scale_size=8, seed=3, repeats=repeats)
+    rows = []
+    for images, labels in ds.take(4):  # two epochs of 10 positions
+        for image, label in zip(images.numpy(), labels.numpy(), strict=True):
+            row = int(round(image.mean() / 40))
+            np.testing.assert_array_equal(label, df.iloc[row].to_numpy())
+            rows.append(row)
+    for epoch in (rows[:10], rows[10:]):
+        assert sorted(epoch) == [0, 1, 2, 2, 2, 2, 2, 3, 4, 5]
+    assert rows[:10] != rows[10:]  # each epoch its own order

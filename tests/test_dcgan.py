@@ -542,3 +542,22 @@ def test_projection_discriminator_judges_image_label_pairs():
     assert np.isfinite(float(out["d_loss"])) and not np.array_equal(before, model.D.embed.w.numpy())
     hist = model.diagnostics(images, real, fake, z)["histograms"]
     assert hist["d_real"].shape == (4, 1)
+
+
+def test_label_weights_resample_the_controllers_labels():
+    class RareController:  # each label 1 with probability 0.05, independently
+        node_names, n_hidden = NAMES, 2
+
+        def sample(self, batch_size=None, noise=None):
+            labels = tf.cast(noise[:, :, 0] > 0.9, tf.float32)
+            return labels, labels
+
+    model = cg.CausalGAN(dcgan_config(), NAMES, 16, controller=RareController(), seed=3)
+    plain = np.concatenate([model.draw_fake_labels(500).numpy() for _ in range(4)])
+    model.label_weights = tf.constant([[1.0, 9.0], [1.0, 1.0], [1.0, 1.0]])
+    weighted = np.concatenate([model.draw_fake_labels(500).numpy() for _ in range(4)])
+    assert weighted.shape == (2000, 3)
+    assert abs(plain[:, 0].mean() - 0.05) < 0.02
+    # 9 x 0.05 / (9 x 0.05 + 0.95) = 0.32: the weighted label is shown about that often
+    assert abs(weighted[:, 0].mean() - 0.32) < 0.05
+    assert abs(weighted[:, 1].mean() - 0.05) < 0.025  # the others keep their rate
