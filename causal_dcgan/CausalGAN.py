@@ -175,6 +175,16 @@ class CausalGAN(ControllerInputs, tf.Module):
         group, d, size = self.batch_size, int(config.df_dim), self.image_size
         self.G = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size, self.channels,
                            group, init)
+        # --g_ema: a moving average of G's weights draws every image shown (not trained)
+        self.ema_decay = float(getattr(config, "g_ema", 0.0) or 0.0)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"--g_ema {self.ema_decay}: give a decay in [0, 1) (0: off).")
+        self.G_ema = None
+        if self.ema_decay > 0.0:
+            self.G_ema = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size,
+                                   self.channels, group, init)
+            for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
+                average.assign(weight)
         self.schedule = getattr(config, "schedule", "reference")
         self.shared_labeler = bool(getattr(config, "labeler_shares_D", False))
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
@@ -298,7 +308,8 @@ class CausalGAN(ControllerInputs, tf.Module):
         pad = (-n) % self.batch_size
         values = tf.concat([label_values(labels01), self._padding_values(pad)], axis=0)
         z_all = tf.concat([tf.cast(z_gen, tf.float32), self.pad_z[:pad]], axis=0)
-        return self.G(self.generator_inputs(values, z_all))
+        G = self.G_ema if self.G_ema is not None else self.G
+        return G(self.generator_inputs(values, z_all))
 
     def diagnostics(self, images, real_labels, controller_labels, z_gen):
         """Images and label histograms for summaries: G, and the labeler's and D's
@@ -451,17 +462,24 @@ class CausalGAN(ControllerInputs, tf.Module):
         return metrics
 
     def _finish(self, decay: bool):
-        """Step + 1 and (decay) k_t * exp(-1/tau), on every device."""
+        """Step + 1, (decay) k_t * exp(-1/tau) and the --g_ema step, on every device."""
         tau = float(self.config.tau)
 
         def apply(strategy):
             ext = strategy.extended
             if decay:
                 ext.update(self.k_t, lambda v: v.assign(decay_k(v, tau)), group=False)
+            if self.G_ema is not None:
+                for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
+                    ext.update(average, self._move_average, args=(weight,), group=False)
             ext.update(self.step, lambda v: v.assign_add(1), group=False)
 
         tf.distribute.get_replica_context().merge_call(apply)
         return {"k_t": tf.identity(self.k_t)}
+
+    def _move_average(self, average, weight):
+        """One --g_ema step of one variable: average <- d average + (1 - d) weight."""
+        return average.assign(self.ema_decay * average + (1.0 - self.ema_decay) * weight)
 
     # -- iterations (replica context); each returns replica-averaged metrics
     def iteration_kind(self, step: int) -> str:

@@ -77,6 +77,10 @@ diff_arg.add_argument("--projection_D", type=str2bool, default=False,
                       help="The discriminator judges (image, labels) pairs: a projection "
                            "term <embed(labels), features> is added to its logit; real "
                            "images come with their labels, G's with the labels drawn.")
+diff_arg.add_argument("--g_ema", type=float, default=0.0,
+                      help="Images drawn for figures, summaries and generate() come from an "
+                           "exponential moving average of G's weights, updated each iteration "
+                           "with this decay (e.g. 0.99); 0: from G itself.")
 diff_arg.add_argument("--labeler_on_fakes", type=str2bool, default=False,
                       help="The labeler also learns to read G's images as the labels they "
                            "were drawn with (ACGAN), not only real images.")

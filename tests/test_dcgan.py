@@ -561,3 +561,27 @@ def test_label_weights_resample_the_controllers_labels():
     # 9 x 0.05 / (9 x 0.05 + 0.95) = 0.32: the weighted label is shown about that often
     assert abs(weighted[:, 0].mean() - 0.32) < 0.05
     assert abs(weighted[:, 1].mean() - 0.05) < 0.025  # the others keep their rate
+
+
+def test_g_ema_averages_the_generator_and_draws_the_images():
+    model = cg.CausalGAN(dcgan_config(schedule="every_step", g_ema=0.75), NAMES, 16, seed=2)
+    before = [v.numpy().copy() for v in model.G_ema.variables]
+    for a, b in zip(before, model.G.variables, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())  # starts as G
+    train = model.make_train_function()
+    images, real, fake, z = batch()
+    train((images, real, fake, z))
+    after_g = [v.numpy() for v in model.G.variables]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after_g, strict=True))
+    for old, new, ema in zip(before, after_g, model.G_ema.variables, strict=True):
+        np.testing.assert_allclose(ema.numpy(), 0.75 * old + 0.25 * new, rtol=1e-5, atol=1e-6)
+    # generate() draws with the average, not with G
+    drawn = model.generate(fake, z).numpy()
+    values = cg.label_values(model.prepare_labels(fake))
+    from nets import to_pixels
+    by_ema = to_pixels(model.G_ema(model.generator_inputs(values, z))).numpy()
+    by_g = to_pixels(model.G(model.generator_inputs(values, z))).numpy()
+    np.testing.assert_allclose(drawn, by_ema, atol=1e-3)
+    assert np.abs(drawn - by_g).max() > 1e-3
+    with pytest.raises(UserError, match="--g_ema"):
+        cg.CausalGAN(dcgan_config(g_ema=1.0), NAMES, 16)
