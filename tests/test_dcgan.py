@@ -17,6 +17,7 @@ from causal_dcgan import CausalGAN as cg
 from causal_dcgan.models import MB_KERNELS
 from causal_dcgan.ops import BatchNorm, Conv, Deconv, conv_transpose, minibatch_similarity
 from errors import UserError
+from nets import to_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["a", "b", "c"]
@@ -99,6 +100,8 @@ def test_bad_flags_are_user_errors():
         cg.CausalGAN(dcgan_config(gf_dim=16), NAMES, 32)
     with pytest.raises(UserError, match="loss_function"):
         cg.CausalGAN(dcgan_config(loss_function=6), NAMES, 16)
+    with pytest.raises(UserError, match="--g_ema"):
+        cg.CausalGAN(dcgan_config(g_ema=1.0), NAMES, 16)
 
 
 def test_batch_norm_uses_the_statistics_of_each_group():
@@ -455,13 +458,30 @@ def test_two_towers_equal_one_device_on_the_concatenated_batch(tmp_path):
 
 # ----------------------------------------------------------------------------- differences
 def test_every_step_schedule_updates_each_network_once_per_iteration():
-    cfg = dcgan_config(schedule="every_step", tau=2.0)
+    # with --g_ema 0.75: each iteration also moves the average of G's weights
+    cfg = dcgan_config(schedule="every_step", tau=2.0, g_ema=0.75)
     model = cg.CausalGAN(cfg, NAMES, 16, seed=6)
     images, real, fake, z = batch(16)
     train = model.make_train_function()
+    for a, b in zip(model.G_ema.variables, model.G.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # the average starts as G
     for _ in range(3):
         assert model.iteration_kind(int(model.step.numpy())) == "all"
+        average = [v.numpy().copy() for v in model.G_ema.variables]
         out = train((images, real, fake, z))
+        for old, new, ema in zip(average, model.G.variables, model.G_ema.variables,
+                                 strict=True):
+            np.testing.assert_allclose(ema.numpy(), 0.75 * old + 0.25 * new.numpy(),
+                                       rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a.numpy(), b.numpy())
+               for a, b in zip(model.G_ema.variables, model.G.variables, strict=True))
+    # generate() draws with the average, not with G
+    values = cg.label_values(model.prepare_labels(fake))
+    drawn = model.generate(fake, z).numpy()
+    by_ema = to_pixels(model.G_ema(model.generator_inputs(values, z))).numpy()
+    by_g = to_pixels(model.G(model.generator_inputs(values, z))).numpy()
+    np.testing.assert_allclose(drawn, by_ema, atol=1e-3)
+    assert np.abs(drawn - by_g).max() > 1e-3
     assert int(model.step.numpy()) == 3
     assert [int(opt.iterations.numpy()) for _, opt in model.networks()] == [3] * 5
     assert np.isclose(float(out["k_t"]), math.exp(-3 / 2), rtol=1e-6)
@@ -561,27 +581,3 @@ def test_label_weights_resample_the_controllers_labels():
     # 9 x 0.05 / (9 x 0.05 + 0.95) = 0.32: the weighted label is shown about that often
     assert abs(weighted[:, 0].mean() - 0.32) < 0.05
     assert abs(weighted[:, 1].mean() - 0.05) < 0.025  # the others keep their rate
-
-
-def test_g_ema_averages_the_generator_and_draws_the_images():
-    model = cg.CausalGAN(dcgan_config(schedule="every_step", g_ema=0.75), NAMES, 16, seed=2)
-    before = [v.numpy().copy() for v in model.G_ema.variables]
-    for a, b in zip(before, model.G.variables, strict=True):
-        np.testing.assert_array_equal(a, b.numpy())  # starts as G
-    train = model.make_train_function()
-    images, real, fake, z = batch()
-    train((images, real, fake, z))
-    after_g = [v.numpy() for v in model.G.variables]
-    assert any(not np.array_equal(a, b) for a, b in zip(before, after_g, strict=True))
-    for old, new, ema in zip(before, after_g, model.G_ema.variables, strict=True):
-        np.testing.assert_allclose(ema.numpy(), 0.75 * old + 0.25 * new, rtol=1e-5, atol=1e-6)
-    # generate() draws with the average, not with G
-    drawn = model.generate(fake, z).numpy()
-    values = cg.label_values(model.prepare_labels(fake))
-    from nets import to_pixels
-    by_ema = to_pixels(model.G_ema(model.generator_inputs(values, z))).numpy()
-    by_g = to_pixels(model.G(model.generator_inputs(values, z))).numpy()
-    np.testing.assert_allclose(drawn, by_ema, atol=1e-3)
-    assert np.abs(drawn - by_g).max() > 1e-3
-    with pytest.raises(UserError, match="--g_ema"):
-        cg.CausalGAN(dcgan_config(g_ema=1.0), NAMES, 16)

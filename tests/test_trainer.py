@@ -148,12 +148,26 @@ def test_sample_dir_and_step_guess(tmp_path):
 
 
 # ----------------------------------------------------------------------------- trainer
-def test_dcgan_short_run_writes_figures_summaries_and_checkpoint(data_dir, tmp_path):
+def test_dcgan_short_run_writes_figures_summaries_and_checkpoint(data_dir, tmp_path,
+                                                                capsys):
+    # with --rare_label_rate 0.3: rare rows repeat in the epochs, the controller reweighted
     run = tmp_path / "run"
     config, cc_config, _ = make_configs(data_dir, run, model_type="dcgan")
+    config.rare_label_rate = 0.3
     model_config = dcgan_config(num_iter=4, log_step=2)
     trainer = trainer_module.Trainer(config, cc_config, model_config, GRAPH)
     assert type(trainer.model).__name__ == "CausalGAN" and trainer.batch_size == 4
+    table = trainer.attr[trainer.label_names].to_numpy()
+    weights = trainer.model.label_weights.numpy()
+    boosted = [(j, v) for j in range(len(trainer.label_names)) for v in (0, 1)
+               if weights[j, v] != 1.0]
+    assert boosted, "the test data set should have a label rarer than 0.3"
+    repeats = trainer.row_repeats
+    assert len(repeats) == len(table) and repeats.min() == 1
+    for j, v in boosted:
+        has = np.round(table[:, j]) == v
+        assert has.mean() < 0.3 and repeats[has].sum() / repeats.sum() > has.mean()
+    assert "--rare_label_rate" in capsys.readouterr().out
     trainer.train_loop()
     assert trainer.model_step == 4
     assert (run / "image_diversity" / "4_G_diversity.png").is_file()
@@ -199,6 +213,7 @@ def test_short_run_writes_every_figure_summary_and_checkpoint(data_dir, tmp_path
         data_dir, run, is_pretrain=True, pretrain_iter=3, num_iter=100, log_step=1)
     trainer = trainer_module.Trainer(config, cc_config, model_config, GRAPH)
     assert trainer.model is not None and trainer.strategy.num_replicas_in_sync == 1
+    assert trainer.row_repeats is None and trainer.model.label_weights is None  # flag off
     trainer.pretrain_loop()
     assert int(trainer.cc.step.numpy()) == 3
     cc_before = [v.numpy().copy() for v in trainer.cc.trainable_variables]
@@ -329,28 +344,3 @@ def test_sigkill_then_load_path_resumes_exactly_and_sigterm_saves(data_dir, tmp_
     stopped_at = int(out.split("Terminated at step")[1].split(":")[0])
     _, final = _saved_state(run, model_type)
     assert final["step"] == stopped_at > saved["step"]
-
-
-def test_rare_label_rate_repeats_rare_rows_and_reweights_the_controller(data_dir, tmp_path,
-                                                                         capsys):
-    config, cc_config, _ = make_configs(data_dir, tmp_path / "run", model_type="dcgan")
-    config.rare_label_rate = 0.3
-    trainer = trainer_module.Trainer(config, cc_config, dcgan_config(num_iter=2), GRAPH)
-    table = trainer.attr[trainer.label_names].to_numpy()
-    weights = trainer.model.label_weights.numpy()
-    boosted = [(j, v) for j in range(len(trainer.label_names)) for v in (0, 1)
-               if weights[j, v] != 1.0]
-    assert boosted, "the test data set should have a label rarer than 0.3"
-    repeats = trainer.row_repeats
-    assert len(repeats) == len(table) and repeats.min() == 1
-    for j, v in boosted:
-        has = np.round(table[:, j]) == v
-        assert has.mean() < 0.3 and repeats[has].sum() / repeats.sum() > has.mean()
-    assert "--rare_label_rate" in capsys.readouterr().out
-    trainer.train_loop()
-    assert trainer.model_step == 2
-    # off: no weights, no repeats
-    config, cc_config, _ = make_configs(data_dir, tmp_path / "off", model_type="dcgan")
-    config.rare_label_rate = 0.0
-    trainer = trainer_module.Trainer(config, cc_config, dcgan_config(num_iter=2), GRAPH)
-    assert trainer.row_repeats is None and trainer.model.label_weights is None
