@@ -89,8 +89,10 @@ data_arg.add_argument("--rare_label_rate", type=float, default=0.0,
                            "fewer than this fraction of the rows is shown about this often: "
                            "those rows repeat in the real images' epochs and the "
                            "controller's labels for G are resampled with the same weights, "
-                           "so what G learns, P(image | labels), is unchanged. E.g. 0.15 "
-                           "shows Bald (2%% of the toy faces) in about 15%% of the rows.")
+                           "so what G learns, P(image | labels), is unchanged. E.g. 0.3 "
+                           "shows Bald (2%% of the toy faces) in 19%% of the rows (several "
+                           "rare labels share the rows, so each gets somewhat less than "
+                           "the rate).")
 data_arg.add_argument("--resize_method", type=str, default="AREA",
                       choices=["AREA", "BILINEAR", "BICUBIC", "NEAREST_NEIGHBOR"],
                       help="How images are resized to --input_scale_size.")

@@ -293,6 +293,7 @@ class Trainer:
                            if wants_pretrainer else None)
 
         self.model = None
+        self.row_repeats = None  # --rare_label_rate: each data row's repeats per epoch
         if model_config is not None:
             data_loader.check_images(self.dataset_dir, self.attr)
             channels = 1 if getattr(config, "grayscale", False) else int(model_config.c_dim)
@@ -421,7 +422,7 @@ class Trainer:
             scale_size=cfg.input_scale_size, is_crop=cfg.is_crop,
             resize_method=cfg.resize_method, grayscale=cfg.grayscale,
             num_worker=cfg.num_worker, seed=self.seed + self.model_step,
-            shuffle=cfg.do_shuffle, repeats=getattr(self, "row_repeats", None))
+            shuffle=cfg.do_shuffle, repeats=self.row_repeats)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return self.strategy.experimental_distribute_dataset(ds.with_options(options))

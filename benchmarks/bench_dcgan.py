@@ -55,7 +55,7 @@ def bench_size(name, size, df, batch, xla: bool, baseline: ConvBaseline, repeats
     data = (tf.constant(rng.uniform(0, 255, [batch, size, size, 3]), tf.float32), real, fake, z)
     values = label_values(fake)
     k_t = model.k_t.read_value()
-    g_flops = graph_flops(model._g_grads.get_concrete_function(values, z, k_t).graph)
+    g_flops = graph_flops(model._g_grads.get_concrete_function(values, z, k_t, fake).graph)
     all_flops = graph_flops(model._all_grads.get_concrete_function(
         data[0], real, fake, values, z, k_t).graph)
     cycle_flops = 5 * g_flops + all_flops  # 3 iterations: 5 G updates + 1 of everything
