@@ -93,6 +93,13 @@ data_arg.add_argument("--rare_label_rate", type=float, default=0.0,
                            "shows Bald (2%% of the toy faces) in 19%% of the rows (several "
                            "rare labels share the rows, so each gets somewhat less than "
                            "the rate).")
+data_arg.add_argument("--rare_pair_rate", type=float, default=0.0,
+                      help="A difference from the reference (0 = off), used with "
+                           "--rare_label_rate: a pair of label values held together by "
+                           "fewer than this fraction of the rows (e.g. Bald=1 with Male=0, "
+                           "0.1%% of the toy faces) is shown about this often, the same way "
+                           "(rows repeat, the controller's labels are resampled). E.g. 0.1 "
+                           "with --rare_label_rate 0.3 shows bald women in 4%% of the rows.")
 data_arg.add_argument("--resize_method", type=str, default="AREA",
                       choices=["AREA", "BILINEAR", "BICUBIC", "NEAREST_NEIGHBOR"],
                       help="How images are resized to --input_scale_size.")

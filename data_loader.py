@@ -412,12 +412,42 @@ def rare_label_weights(table, rate: float) -> np.ndarray:
     return weights
 
 
+def rare_pair_weights(table, rate: float, pair_rate: float) -> np.ndarray:
+    """[n, 2, n, 2]: the weight of a row holding value a of label i and value c of label
+    j, for ``--rare_label_rate`` with ``--rare_pair_rate``. The diagonal (i, a, i, a)
+    holds ``rare_label_weights(table, rate)``; a pair of values (i=a, j=c), i != j, held
+    by a fraction p < pair_rate of the rows (p > 0) gets pair_rate (1 - p) / (p (1 -
+    pair_rate)); every other entry is 1."""
+    table = np.asarray(table, np.float64)
+    n = table.shape[1]
+    if not 0.0 <= pair_rate < 0.5:
+        raise UserError(f"--rare_pair_rate must be in [0, 0.5), got {pair_rate}.")
+    weights = np.ones([n, 2, n, 2])
+    single = rare_label_weights(table, rate)
+    for j in range(n):
+        weights[j, 0, j, 0], weights[j, 1, j, 1] = single[j]
+    if pair_rate == 0.0:
+        return weights
+    hot = np.stack([table <= 0.5, table > 0.5], axis=-1).astype(np.float64)  # [rows, n, 2]
+    share = np.einsum("ria,rjc->iajc", hot, hot) / len(table)
+    rare = (share > 0.0) & (share < pair_rate)
+    for j in range(n):
+        rare[j, :, j, :] = False
+    weights[rare] = pair_rate * (1.0 - share[rare]) / (share[rare] * (1.0 - pair_rate))
+    return weights
+
+
 def row_repeats(labels, weights):
     """The integer weight of each label row [B, n] (values rounded to 0/1): the largest
-    weight of the values it holds (``rare_label_weights``), rounded; >= 1. Works on numpy
-    arrays and on tensors alike (TensorFlow ops)."""
+    weight of the values it holds, rounded; >= 1. ``weights`` is [n, 2]
+    (``rare_label_weights``, one per value) or [n, 2, n, 2] (``rare_pair_weights``, one
+    per pair of values). Works on numpy arrays and on tensors alike (TensorFlow ops)."""
     labels = tf.cast(tf.round(tf.convert_to_tensor(labels, tf.float32)), tf.int32)
-    w = tf.convert_to_tensor(weights, tf.float32)                      # [n, 2]
+    w = tf.convert_to_tensor(weights, tf.float32)
+    if w.shape.rank == 4:
+        hot = tf.one_hot(labels, 2)                                      # [B, n, 2]
+        per_pair = tf.einsum("bia,iajc,bjc->bij", hot, w, hot)           # [B, n, n]
+        return tf.maximum(tf.round(tf.reduce_max(per_pair, axis=[1, 2])), 1.0)
     per_value = tf.where(labels > 0, w[:, 1], w[:, 0])                # [B, n]
     return tf.maximum(tf.round(tf.reduce_max(per_value, axis=1)), 1.0)
 

@@ -187,6 +187,7 @@ def draw_controller_labels(controller, rng: tf.random.Generator, batch_size):
 
 
 RESAMPLE_POOL = 8  # controller draws per label row kept, when rows are reweighted
+PAIR_RESAMPLE_POOL = 32  # the same when pairs of values are (the pairs are rarer)
 
 
 class ControllerInputs:
@@ -203,18 +204,21 @@ class ControllerInputs:
         """Image noise z_gen ~ U[-1, 1]^z_dim from the model's own generator."""
         return self.rng.uniform([batch_size, self.z_dim], -1.0, 1.0)
 
-    label_weights = None  # [n_labels, 2] of --rare_label_rate (data_loader.rare_label_weights)
+    # --rare_label_rate: [n_labels, 2] (data_loader.rare_label_weights), or with
+    # --rare_pair_rate [n_labels, 2, n_labels, 2] (data_loader.rare_pair_weights)
+    label_weights = None
 
     def draw_fake_labels(self, batch_size):
         """Labels from the frozen controller, prepared. With ``label_weights`` set
-        (--rare_label_rate), ``RESAMPLE_POOL`` times as many are drawn and ``batch_size``
-        of them picked with probability proportional to their ``row_repeats``: the
+        (--rare_label_rate), ``RESAMPLE_POOL`` (pairs: ``PAIR_RESAMPLE_POOL``) times as many
+        are drawn and ``batch_size`` of them picked with probability proportional to their ``row_repeats``: the
         weighting the real images' epochs get, so D sees the same label mix on both sides."""
         if self.label_weights is None:
             return self.prepare_labels(
                 draw_controller_labels(self.controller, self.rng, batch_size))
+        per_row = PAIR_RESAMPLE_POOL if self.label_weights.shape.rank == 4 else RESAMPLE_POOL
         pool = self.prepare_labels(draw_controller_labels(
-            self.controller, self.rng, RESAMPLE_POOL * batch_size))
+            self.controller, self.rng, per_row * batch_size))
         log_w = tf.math.log(row_repeats(pool, self.label_weights))
         seed = self.rng.make_seeds(1)[:, 0]
         picks = tf.random.stateless_categorical(log_w[None, :], batch_size, seed)[0]

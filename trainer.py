@@ -304,8 +304,9 @@ class Trainer:
                     data_format="channels_first" if uses_gpu(self.strategy) else "channels_last",
                     jit_compile=bool(getattr(config, "jit_compile", JIT_COMPILE)),
                     seed=self.seed + 11)
-            self.row_repeats = self._weigh_rare_labels(float(getattr(config, "rare_label_rate",
-                                                                       0.0)))
+            self.row_repeats = self._weigh_rare_labels(
+                float(getattr(config, "rare_label_rate", 0.0)),
+                float(getattr(config, "rare_pair_rate", 0.0)))
             self._train_fn = self.model.make_train_function(self.strategy)
             self._generate_fn = tf.function(
                 lambda labels, z: self.model.generate(labels, z), reduce_retracing=True)
@@ -390,24 +391,37 @@ class Trainer:
                             int(self.cc.step.numpy()))
 
     # -- data
-    def _weigh_rare_labels(self, rate: float):
-        """--rare_label_rate: the model's label weights and each data row's repeats (None
-        when off), with a line saying which labels are shown more often."""
+    def _weigh_rare_labels(self, rate: float, pair_rate: float = 0.0):
+        """--rare_label_rate (and --rare_pair_rate): the model's label weights and each
+        data row's repeats (None when off), with a line saying which labels and pairs are
+        shown more often."""
         table = self.attr[self.label_names].to_numpy(np.float32)
-        weights = data_loader.rare_label_weights(table, rate)
-        if rate == 0.0 or np.all(weights == 1.0):
+        weights = (data_loader.rare_pair_weights(table, rate, pair_rate) if pair_rate
+                   else data_loader.rare_label_weights(table, rate))
+        if np.all(weights == 1.0):
             return None
         self.model.label_weights = tf.constant(weights, tf.float32)
         repeats = data_loader.row_repeats(table, weights).numpy().astype(np.int64)
-        shown = []
-        for j, name in enumerate(self.label_names):
-            for value in (0, 1):
-                if weights[j, value] != 1.0:
-                    has = np.round(table[:, j]) == value
-                    shown.append(f"{name}={value} {has.mean():.3f} -> "
-                                 f"{repeats[has].sum() / repeats.sum():.3f}")
+        values = (table > 0.5).astype(np.int64)
+
+        def shares(has):
+            return f"{has.mean():.3f} -> {repeats[has].sum() / repeats.sum():.3f}"
+
+        n = len(self.label_names)
+        boosted = {(i, a, j, c) for i, a, j, c in np.argwhere(
+            weights.reshape(n, 2, n, 2) != 1.0) if (i, a) <= (j, c)} if pair_rate else {
+            (j, v, j, v) for j, v in np.argwhere(weights != 1.0)}
+        single = [f"{self.label_names[i]}={a} {shares(values[:, i] == a)}"
+                  for i, a, j, c in sorted(boosted) if (i, a) == (j, c)]
         print("--rare_label_rate: rows shown more often while the image model trains: "
-              + ", ".join(shown))
+              + (", ".join(single) or "none"))
+        pairs = sorted((((values[:, i] == a) & (values[:, j] == c), i, a, j, c)
+                        for i, a, j, c in boosted if i != j), key=lambda p: p[0].mean())
+        if pairs:
+            print(f"--rare_pair_rate: {len(pairs)} pairs of values shown more often, the "
+                  "rarest: " + ", ".join(
+                      f"{self.label_names[i]}={a} & {self.label_names[j]}={c} {shares(has)}"
+                      for has, i, a, j, c in pairs[:4]))
         return repeats
 
     def label_stream(self):

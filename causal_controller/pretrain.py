@@ -521,7 +521,8 @@ def tvd_of_counts(counts: np.ndarray, data_counts: np.ndarray) -> float:
 
 def expand_counts(counts: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
     """The label vectors of a histogram as {name: uint8 (N, 1)}, each vector repeated as
-    often as it was counted (what ``pairwise.crosstab`` takes)."""
+    often as it was counted (what ``pairwise.crosstab`` takes; the loop itself writes its
+    crosstabs from the histogram, ``pairwise.crosstab_of_counts``)."""
     codes = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     bits = ((codes[:, None] >> np.arange(len(names), dtype=np.int32)) & 1).astype(np.uint8)
     return {name: bits[:, i:i + 1] for i, name in enumerate(names)}
@@ -561,7 +562,8 @@ class _TvdChecks:
             job = functools.partial(self._from_counts, step)
         else:
             tvd, label_dict, _ = measure_tvd(self.cc, self.data, self.n_samples)
-            job = functools.partial(self._finish, step, tvd, lambda: label_dict)
+            job = functools.partial(self._finish, step, tvd, lambda: pairwise.crosstab(
+                label_dict, self.data, step=step))
         if self._pool is not None:
             self._future = self._pool.submit(job)
         else:
@@ -571,14 +573,15 @@ class _TvdChecks:
     def _from_counts(self, step: int):
         counts = self.shadow.counts(self.n_samples, seed=step)
         tvd = tvd_of_counts(counts, self.data_counts)
-        return self._finish(step, tvd, lambda: expand_counts(counts, self.names))
+        return self._finish(step, tvd, lambda: pairwise.crosstab_of_counts(
+            counts, self.data, self.names, step=step))
 
-    def _finish(self, step: int, tvd: float, samples):
+    def _finish(self, step: int, tvd: float, report):
         if self.writer is not None:
             with self.writer.as_default():
                 summary_scalar("misc/tvd", tvd, step + self.step_offset)
         path = os.path.join(self.controller_dir, f"{step}_glabel_crosstab.txt")
-        write_text(path, pairwise.crosstab(samples(), self.data, step=step))
+        write_text(path, report())
         return step, tvd
 
     @property

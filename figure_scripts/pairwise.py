@@ -9,7 +9,8 @@
   compared with the paper's curves.
 * ``tvd_exact(label_dict, states, probs)``: TVD against a known distribution (e.g. the
   toy data set's true causal model).
-* ``crosstab(label_dict, attr, step=None, path=None)``: the text report.
+* ``crosstab(label_dict, attr, step=None, path=None)``: the text report;
+  ``crosstab_of_counts`` writes it from a histogram of the samples' codes.
 
 Vectors are encoded as integers (bit i = label i) and counted with ``np.bincount``.
 """
@@ -137,10 +138,22 @@ def tvd_exact(label_dict: Mapping[str, np.ndarray], states: np.ndarray, probs: n
     return float(0.5 * np.abs(p / p.sum() - q).sum())
 
 
-def _pair_table(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """2x2 joint frequencies [[P(0,0), P(0,1)], [P(1,0), P(1,1)]] of two {0,1} columns."""
-    counts = np.bincount(2 * a.astype(np.int64) + b, minlength=4).astype(np.float64)
-    return (counts / max(len(a), 1)).reshape(2, 2)
+def _histogram(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(states, counts): the distinct codes, ascending, and how often each occurs."""
+    return np.unique(np.asarray(codes), return_counts=True)
+
+
+def _bits(states: np.ndarray, n: int) -> np.ndarray:
+    """{0,1} matrix [K, n] of the codes ``states`` (bit i = column i)."""
+    states = np.asarray(states).astype(np.uint64)
+    return ((states[:, None] >> np.arange(n, dtype=np.uint64)) & np.uint64(1)).astype(np.int64)
+
+
+def _pair_tables(states: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
+    """[n, n, 2, 2] joint frequencies P(column i = a, column j = b) of a histogram."""
+    hot = np.stack([1 - _bits(states, n), _bits(states, n)], axis=-1).astype(np.float64)
+    joint = np.einsum("k,kia,kjb->ijab", counts.astype(np.float64), hot, hot)
+    return joint / max(float(np.sum(counts)), 1.0)
 
 
 def crosstab(label_dict: Mapping[str, np.ndarray], attr, step: int | None = None,
@@ -150,27 +163,54 @@ def crosstab(label_dict: Mapping[str, np.ndarray], attr, step: int | None = None
     Written to ``path`` when given (its folder is created); returned either way.
     """
     names = list(label_dict)
-    samples = _as_matrix(label_dict, names)
-    data = _data_matrix(attr, names)
+    return crosstab_of_counts(_histogram(_sample_codes(label_dict, names)), attr, names,
+                              step=step, path=path)
+
+
+def crosstab_of_counts(histogram, attr, names: Sequence[str], step: int | None = None,
+                       path: str | os.PathLike | None = None) -> str:
+    """``crosstab`` of samples given as a histogram of their codes (bit i = ``names[i]``):
+    ``(states, counts)``, or one count per code 0 .. 2^n - 1 (e.g. the controller's
+    ``LabelCounter``). The same report, without the samples themselves."""
+    names = list(names)
+    n = len(names)
+    if isinstance(histogram, tuple):
+        states, counts = (np.asarray(a) for a in histogram)
+    else:
+        counts = np.asarray(histogram)
+        states = np.arange(len(counts), dtype=np.int64)
+    keep = counts > 0
+    states, counts = states[keep].astype(np.int64), counts[keep].astype(np.int64)
+    data_states, data_counts = _histogram(encode(_data_matrix(attr, names)))
+    data_states = data_states.astype(np.int64)
+    union = np.union1d(states, data_states)
+    p = np.zeros(len(union))
+    q = np.zeros(len(union))
+    p[np.searchsorted(union, states)] = counts
+    q[np.searchsorted(union, data_states)] = data_counts
+    p, q = p / max(p.sum(), 1.0), q / max(q.sum(), 1.0)
+    seen = q > 0
+    p_seen = p * seen
+    p_seen = p_seen / p_seen.sum() if p_seen.sum() > 0 else p_seen
     lines = []
     if step is not None:
         lines.append(f"Step: {step}")
-    lines.append(f"Samples: {len(samples)}    data rows: {len(data)}")
-    lines.append(f"TVD: {calc_tvd(label_dict, attr):.6f}")
-    lines.append(f"TVD seen-only (reference's calc_tvd): {tvd_seen_only(label_dict, attr):.6f}")
+    lines.append(f"Samples: {int(counts.sum())}    data rows: {int(data_counts.sum())}")
+    lines.append(f"TVD: {0.5 * np.abs(p - q).sum():.6f}")
+    lines.append(f"TVD seen-only (reference's calc_tvd): {0.5 * np.abs(q - p_seen).sum():.6f}")
     lines.append("")
     lines.append("Marginals: P(node = 1)")
-    width = max(len(n) for n in names)
+    width = max(len(name) for name in names)
     lines.append(f"  {'node':<{width}}  {'model':>8}  {'data':>8}  {'diff':>8}")
-    gen_means = samples.mean(axis=0)
-    data_means = data.mean(axis=0) if len(data) else np.zeros(len(names))
-    for name, g, d in zip(names, gen_means, data_means, strict=True):
+    gen_tables = _pair_tables(states, counts, n)
+    data_tables = _pair_tables(data_states, data_counts, n)
+    for i, name in enumerate(names):
+        g, d = gen_tables[i, i, 1, 1], data_tables[i, i, 1, 1]
         lines.append(f"  {name:<{width}}  {g:8.4f}  {d:8.4f}  {g - d:+8.4f}")
     lines.append("")
     lines.append("Pairwise: joint P(row node, column node), model | data")
-    for i, j in combinations(range(len(names)), 2):
-        g = _pair_table(samples[:, i], samples[:, j])
-        d = _pair_table(data[:, i], data[:, j])
+    for i, j in combinations(range(n), 2):
+        g, d = gen_tables[i, j], data_tables[i, j]
         lines.append(f"{names[i]} (rows) x {names[j]} (columns)")
         lines.append(f"  {'':>6}  {'model':^17}    {'data':^17}")
         lines.append(f"  {'':>6}  {'0':>8} {'1':>8}    {'0':>8} {'1':>8}")

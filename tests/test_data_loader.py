@@ -480,6 +480,31 @@ def test_rare_label_weights_by_hand():
     assert both.tolist() == [4]
 
 
+def test_rare_pair_weights_by_hand():
+    # labels A, B: (1, 0) in 2 of 40 rows, (1, 1) in 4, (0, 1) in 14, (0, 0) in 20
+    t = np.zeros((40, 2))
+    t[:6, 0] = 1
+    t[2:20, 1] = 1
+    w = dl.rare_pair_weights(t, 0.2, 0.1)
+    assert w.shape == (2, 2, 2, 2)
+    np.testing.assert_allclose(w[0, 1, 0, 1], 0.2 * 0.85 / (0.15 * 0.8))  # A=1 alone: 6/40
+    np.testing.assert_allclose(w[1, 0, 1, 0], 1.0)   # B=0 (20/40) is not rare
+    np.testing.assert_allclose(w[0, 1, 1, 0], 0.1 * 0.95 / (0.05 * 0.9))  # the pair: 2/40
+    np.testing.assert_allclose(w[1, 0, 0, 1], w[0, 1, 1, 0])  # symmetric
+    np.testing.assert_allclose(w[0, 1, 1, 1], 1.0)   # 4/40 = 0.1 is not below 0.1
+    np.testing.assert_allclose(w[0, 0, 1, 1], 1.0)   # 14/40
+    np.testing.assert_allclose(dl.rare_pair_weights(t, 0.2, 0.0)[0, 1, 1, 0], 1.0)  # off
+    with pytest.raises(UserError, match="rare_pair_rate"):
+        dl.rare_pair_weights(t, 0.2, 0.6)
+    # each row takes its largest weight: the rare pair's rows 2.11 -> 2, A=1's others 1.42 -> 1
+    repeats = dl.row_repeats(t, w).numpy()
+    assert repeats[:2].tolist() == [2, 2] and np.all(repeats[2:] == 1)
+    # the [n, 2, n, 2] form holding only single weights agrees with the [n, 2] form
+    single = dl.rare_label_weights(t, 0.3)
+    np.testing.assert_array_equal(dl.row_repeats(t, dl.rare_pair_weights(t, 0.3, 0.0)).numpy(),
+                                  dl.row_repeats(t, single).numpy())
+
+
 def test_repeated_rows_fill_their_share_of_each_epoch(tmp_path):
     def solid(i):  # row i is the grey level 40 i, whatever the crop, resize or flip
         return Image.fromarray(np.full((218, 178, 3), 40 * i, np.uint8))

@@ -581,3 +581,11 @@ def test_label_weights_resample_the_controllers_labels():
     # 9 x 0.05 / (9 x 0.05 + 0.95) = 0.32: the weighted label is shown about that often
     assert abs(weighted[:, 0].mean() - 0.32) < 0.05
     assert abs(weighted[:, 1].mean() - 0.05) < 0.025  # the others keep their rate
+    # pair weights ([n, 2, n, 2], --rare_pair_rate): labels 0 and 1 together (0.25%)
+    pairs = np.ones((3, 2, 3, 2), np.float32)
+    pairs[0, 1, 1, 1] = pairs[1, 1, 0, 1] = 50.0
+    model.label_weights = tf.constant(pairs)
+    both = np.concatenate([model.draw_fake_labels(500).numpy() for _ in range(4)])
+    # 50 x 0.0025 / (50 x 0.0025 + 0.9975) = 0.11 (from pools of 32 draws per row)
+    assert abs((both[:, 0] * both[:, 1]).mean() - 0.11) < 0.04
+    assert abs(both[:, 2].mean() - 0.05) < 0.025

@@ -102,3 +102,9 @@ def test_crosstab_report_contents(tmp_path):
     assert block[3].split() == ["0", "0.0000", "0.5000", "0.0000", "0.7500"]
     row1 = block[4].split()
     assert row1 == ["1", "0.5000", "0.0000", "0.2500", "0.0000"]
+    # the same report from a histogram of the samples' codes (bit i = names[i]): as
+    # (states, counts), or one count per code
+    assert pairwise.crosstab_of_counts((np.array([5, 2]), np.array([2, 2])), data, names,
+                                       step=70) == report
+    assert pairwise.crosstab_of_counts(np.array([0, 0, 2, 0, 0, 2, 0, 0]), data, names,
+                                       step=70) == report

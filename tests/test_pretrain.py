@@ -504,6 +504,9 @@ def test_histogram_tvd_and_crosstab_equal_the_reference_computation(tmp_path):
     samples = expand_counts(counts, cc.label_names)
     data_counts = np.bincount(pairwise.encode(frame[cc.label_names].to_numpy()), minlength=16)
     assert tvd_of_counts(counts, data_counts) == pairwise.calc_tvd(samples, frame)
+    # the crosstab from the histogram is the crosstab of the samples, character for character
+    assert pairwise.crosstab_of_counts(counts, frame, cc.label_names, step=3) == \
+        pairwise.crosstab(samples, frame, step=3)
     # the same distribution as the controller's own sampler (same noise law)
     labels = cc.sample(25_000, seed=1)[0].numpy()
     other = np.bincount(pairwise.encode(labels), minlength=16)

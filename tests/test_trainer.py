@@ -170,6 +170,11 @@ def test_dcgan_short_run_writes_figures_summaries_and_checkpoint(data_dir, tmp_p
     assert "--rare_label_rate" in capsys.readouterr().out
     trainer.train_loop()
     assert trainer.model_step == 4
+    # with --rare_pair_rate as well, rows holding a rare pair of values repeat too
+    pair_repeats = trainer._weigh_rare_labels(0.3, 0.45)
+    assert trainer.model.label_weights.shape == [len(trainer.label_names), 2] * 2
+    assert np.all(pair_repeats >= repeats) and np.any(pair_repeats > repeats)
+    assert "--rare_pair_rate" in capsys.readouterr().out
     assert (run / "image_diversity" / "4_G_diversity.png").is_file()
     tags = read_events(run / "summaries")
     for tag in ("loss/d_loss", "loss/g_loss", "loss/g_loss_labelerG", "margins/k_t",
