@@ -29,6 +29,19 @@ from errors import UserError
 
 log = logging.getLogger(__name__)
 
+
+class _ExpectedTracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about the rejection
+    samplers: each set of conditioned nodes is its own compiled function by design
+    (``_accepted_fn``), traced once, which TensorFlow counts as retracing one function."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("_accepted_fn" in message and "retracing" in message)
+
+
+tf.get_logger().addFilter(_ExpectedTracing())
+
 MAX_REJECTION_ROUNDS = 4000  # the reference gives up conditioning after this many rounds
 _MAX_ROUND = 1 << 18  # most samples drawn in one rejection round
 _LOGIT_CLIP = 1e-6  # labels set by an intervention report logit(clip(v, eps, 1 - eps))
