@@ -94,7 +94,7 @@ data_arg.add_argument("--rare_label_rate", type=float, default=0.0,
                            "rare labels share the rows, so each gets somewhat less than "
                            "the rate).")
 data_arg.add_argument("--rare_pair_rate", type=float, default=0.0,
-                      help="A difference from the reference (0 = off), used with "
+                      help="A difference from the reference (0 = off), alone or with "
                            "--rare_label_rate: a pair of label values held together by "
                            "fewer than this fraction of the rows (e.g. Bald=1 with Male=0, "
                            "0.1%% of the toy faces) is shown about this often, the same way "

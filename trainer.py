@@ -408,16 +408,16 @@ class Trainer:
             return f"{has.mean():.3f} -> {repeats[has].sum() / repeats.sum():.3f}"
 
         n = len(self.label_names)
-        boosted = {(i, a, j, c) for i, a, j, c in np.argwhere(
-            weights.reshape(n, 2, n, 2) != 1.0) if (i, a) <= (j, c)} if pair_rate else {
-            (j, v, j, v) for j, v in np.argwhere(weights != 1.0)}
-        single = [f"{self.label_names[i]}={a} {shares(values[:, i] == a)}"
-                  for i, a, j, c in sorted(boosted) if (i, a) == (j, c)]
+        paired = weights.ndim == 4
+        single = [f"{self.label_names[j]}={v} {shares(values[:, j] == v)}"
+                  for j in range(n) for v in (0, 1)
+                  if (weights[j, v, j, v] if paired else weights[j, v]) != 1.0]
         print("--rare_label_rate: rows shown more often while the image model trains: "
               + (", ".join(single) or "none"))
-        pairs = sorted((((values[:, i] == a) & (values[:, j] == c), i, a, j, c)
-                        for i, a, j, c in boosted if i != j), key=lambda p: p[0].mean())
-        if pairs:
+        if paired:
+            pairs = sorted((((values[:, i] == a) & (values[:, j] == c), i, a, j, c)
+                            for i, a, j, c in np.argwhere(weights != 1.0) if i < j),
+                           key=lambda p: p[0].mean())
             print(f"--rare_pair_rate: {len(pairs)} pairs of values shown more often, the "
                   "rarest: " + ", ".join(
                       f"{self.label_names[i]}={a} & {self.label_names[j]}={c} {shares(has)}"

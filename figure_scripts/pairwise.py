@@ -27,12 +27,6 @@ import pandas as pd
 _MAX_BINCOUNT_BITS = 22  # up to 4M bins: bincount; above that np.unique on the codes
 
 
-def _as_matrix(label_dict: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
-    """Rounded {0,1} uint8 matrix [N, n] of the sampled labels in ``names`` order."""
-    cols = [np.asarray(label_dict[n]).reshape(-1) for n in names]
-    return (np.stack(cols, axis=1) > 0.5).astype(np.uint8)
-
-
 def _sample_codes(label_dict: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
     return encode_columns([label_dict[n] for n in names])
 
@@ -108,14 +102,19 @@ def tvd_seen_only(label_dict: Mapping[str, np.ndarray], attr) -> float:
     """The reference's TVD: sampled vectors absent from the data are dropped and the
     remaining sampled mass is renormalised before comparing (see the module docstring)."""
     names = list(label_dict)
-    q, p = _distributions(_sample_codes(label_dict, names),  # q: model, p: data
-                          encode(_data_matrix(attr, names)), len(names))
-    seen = p > 0
-    q_seen = q * seen
-    mass = q_seen.sum()
+    model, data = _distributions(_sample_codes(label_dict, names),
+                                 encode(_data_matrix(attr, names)), len(names))
+    return _seen_only_tvd(model, data)
+
+
+def _seen_only_tvd(model: np.ndarray, data: np.ndarray) -> float:
+    """``tvd_seen_only`` of aligned probability vectors: the model's mass on vectors the
+    data never holds is dropped and the rest renormalised."""
+    kept = model * (data > 0)
+    mass = kept.sum()
     if mass > 0:
-        q_seen = q_seen / mass
-    return float(0.5 * np.abs(p - q_seen).sum())
+        kept = kept / mass
+    return float(0.5 * np.abs(data - kept).sum())
 
 
 def tvd_exact(label_dict: Mapping[str, np.ndarray], states: np.ndarray, probs: np.ndarray,
@@ -189,15 +188,12 @@ def crosstab_of_counts(histogram, attr, names: Sequence[str], step: int | None =
     p[np.searchsorted(union, states)] = counts
     q[np.searchsorted(union, data_states)] = data_counts
     p, q = p / max(p.sum(), 1.0), q / max(q.sum(), 1.0)
-    seen = q > 0
-    p_seen = p * seen
-    p_seen = p_seen / p_seen.sum() if p_seen.sum() > 0 else p_seen
     lines = []
     if step is not None:
         lines.append(f"Step: {step}")
     lines.append(f"Samples: {int(counts.sum())}    data rows: {int(data_counts.sum())}")
     lines.append(f"TVD: {0.5 * np.abs(p - q).sum():.6f}")
-    lines.append(f"TVD seen-only (reference's calc_tvd): {0.5 * np.abs(q - p_seen).sum():.6f}")
+    lines.append(f"TVD seen-only (reference's calc_tvd): {_seen_only_tvd(p, q):.6f}")
     lines.append("")
     lines.append("Marginals: P(node = 1)")
     width = max(len(name) for name in names)
