@@ -38,7 +38,6 @@ from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
 import nonfinite
-from causal_controller.CausalController import lrelu
 from causal_controller.models import Critics
 from errors import UserError
 from figure_scripts import pairwise
@@ -111,7 +110,8 @@ class ControllerPretrainer(tf.Module):
     # the controller is used, not owned, and the shadow is scratch: keep both out of this
     # module's variables and checkpoints
     _TF_MODULE_IGNORED_PROPERTIES = (tf.Module._TF_MODULE_IGNORED_PROPERTIES
-                                     | {"_cc", "_shadow", "_finite_fn", "_summaries"})
+                                     | {"_cc", "_shadow", "_finite_fn", "_summaries",
+                                        "_checkpoint_writer"})
 
     def __init__(self, cc, cc_config, seed: int | None = None, jit_compile: bool = True):
         super().__init__(name="controller_pretrainer")
@@ -119,6 +119,7 @@ class ControllerPretrainer(tf.Module):
         object.__setattr__(self, "_shadow", None)
         object.__setattr__(self, "_finite_fn", None)
         object.__setattr__(self, "_summaries", None)
+        object.__setattr__(self, "_checkpoint_writer", None)
         self.n_critic = int(cc_config.n_critic)
         self.lambda_W = float(cc_config.lambda_W)
         self.factorized = bool(cc_config.pt_factorized)
@@ -231,6 +232,13 @@ class ControllerPretrainer(tf.Module):
             object.__setattr__(self, "_summaries", _StepSummaries(self.cc.label_names, writer))
         return self._summaries
 
+    def checkpoint_writer(self) -> CheckpointWriter:
+        """The compiled writer of this controller's and pretrainer's checkpoints (traced
+        on its first write, then reused)."""
+        if self._checkpoint_writer is None:
+            object.__setattr__(self, "_checkpoint_writer", CheckpointWriter(self.cc, self))
+        return self._checkpoint_writer
+
     def shadow(self) -> Shadow:
         """The controller's shadow (made on first use, then reused)."""
         if self._shadow is None:
@@ -243,16 +251,20 @@ class LabelCounter:
     whose labels rounded at 0.5 read c in binary (bit i = node i, as ``pairwise.encode``
     numbers them). For graphs of up to HISTOGRAM_BITS nodes; deterministic given the seed.
 
-    The samples never reach numpy, and the controller runs here on transposed activations
-    ([features, samples]: the same weights, the same function as ``cc.forward``, checked
-    by a test): for 500,000 samples of big_causal_graph that took 0.24 s of CPU against
-    0.53 s in the controller's own layout, and XLA was slower still.
+    Made cheap because a TVD check's CPU time comes out of the training step's (which
+    keeps every core busy). For 500,000 samples of big_causal_graph, in CPU seconds: the
+    noise U[-1, 1] is drawn by numpy's PCG64 and handed to TensorFlow without a copy,
+    0.12 s against 0.27 s for TensorFlow's Philox; the controller runs on transposed activations ([features, samples]: the same
+    weights, the same function as ``cc.forward``, checked by a test) compiled by XLA,
+    0.19 s against 0.27 s without XLA and 0.53 s in the controller's own layout. The
+    samples themselves never reach numpy.
     """
 
     def __init__(self, cc):
         self.cc = cc
-        self._fn = tf.function(self._count, input_signature=[tf.TensorSpec([], tf.int32),
-                                                              tf.TensorSpec([2], tf.int64)])
+        self._codes = tf.function(self._codes_of, jit_compile=True)
+        self._fn = tf.function(self._count, input_signature=[
+            tf.TensorSpec([len(cc), cc.n_hidden, None], tf.float32)])
 
     def forward_transposed(self, noise: Sequence[tf.Tensor]) -> tf.Tensor:
         """Labels [n_nodes, N] for per-node noise [cc_n_hidden, N] (node order)."""
@@ -265,28 +277,32 @@ class LabelCounter:
             for j, (w, b) in enumerate(zip(node.weights, node.biases, strict=True)):
                 x = tf.matmul(w, x, transpose_a=True) + b[:, None]
                 if j < last:
-                    x = lrelu(x)
+                    x = tf.nn.leaky_relu(x, 0.2)  # lrelu, max(x, 0.2 x), as one op
             labels.append(tf.sigmoid(x))
         return tf.concat(labels, axis=0)
 
-    def _count(self, n_samples, seed):
+    def _codes_of(self, uniform):
+        """Label codes [N] for uniform [n_nodes, cc_n_hidden, N] in [0, 1)."""
         n = len(self.cc)
-        noise = [tf.random.stateless_uniform([self.cc.n_hidden, n_samples],
-                                             tf.stack([seed[0], seed[1] + i]),
-                                             minval=-1.0, maxval=1.0) for i in range(n)]
-        bits = tf.cast(self.forward_transposed(noise) > 0.5, tf.int32)
-        codes = tf.reduce_sum(bits * tf.constant([[1 << i] for i in range(n)], tf.int32), axis=0)
-        return tf.math.bincount(codes, minlength=1 << n, maxlength=1 << n)
+        labels = self.forward_transposed([2.0 * u - 1.0 for u in tf.unstack(uniform)])
+        bits = tf.cast(labels > 0.5, tf.int32)
+        return tf.reduce_sum(bits * tf.constant([[1 << i] for i in range(n)], tf.int32), axis=0)
+
+    def _count(self, uniform):
+        n = len(self.cc)
+        return tf.math.bincount(self._codes(uniform), minlength=1 << n, maxlength=1 << n)
 
     def __call__(self, n_samples: int, seed: int = 0) -> np.ndarray:
         n = len(self.cc)
         if n > HISTOGRAM_BITS:
             raise ValueError(f"label counts need at most {HISTOGRAM_BITS} nodes; got {n}")
+        rng = np.random.default_rng([int(seed), n])
         counts = np.zeros(1 << n, np.int64)
-        for i, start in enumerate(range(0, int(n_samples), COUNT_BATCH)):
+        for start in range(0, int(n_samples), COUNT_BATCH):
             size = min(COUNT_BATCH, int(n_samples) - start)
-            seed_pair = tf.constant([int(seed), i * n], tf.int64)
-            counts += self._fn(tf.constant(size, tf.int32), seed_pair).numpy()
+            uniform = rng.random((n, self.cc.n_hidden, size), dtype=np.float32)
+            # handed over without a copy (converting 36 MB took 30 ms of CPU)
+            counts += self._fn(tf.experimental.dlpack.from_dlpack(uniform.__dlpack__())).numpy()
         return counts
 
 
@@ -326,14 +342,34 @@ def _checkpoint(cc, pretrainer=None, graph_spec=None) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(**parts)
 
 
-def save_controller(cc, pretrainer, directory: str, step: int) -> str:
+class CheckpointWriter:
+    """Writes the controller's checkpoint (as ``_checkpoint(cc, pretrainer)`` would, the
+    same files) with one compiled call: 6 ms for big_causal_graph's 367 variables against
+    220 ms for ``tf.train.Checkpoint.write`` run eagerly, which reads each variable with
+    its own op and walks the object graph anew each time. Tracing it costs about a
+    second once, so it pays for loops that save often (``pretrain_loop``). The objects'
+    structure must not change after the first call (their variables are all built at
+    construction)."""
+
+    def __init__(self, cc, pretrainer=None):
+        self._checkpoint = _checkpoint(cc, pretrainer, cc.graph_spec)
+        self._write = tf.function(self._checkpoint.write,
+                                  input_signature=[tf.TensorSpec([], tf.string)])
+
+    def __call__(self, file_prefix: str) -> str:
+        return self._write(tf.constant(file_prefix)).numpy().decode()
+
+
+def save_controller(cc, pretrainer, directory: str, step: int,
+                    writer: CheckpointWriter | None = None) -> str:
     """Write ``<directory>/CC-Model-<step>`` (.index + .data files) and return the prefix.
 
     Holds the controller, its step, the graph description and, when a pretrainer is
     given, the critic(s) and both optimizers' slots. The files are written in a hidden
     temporary folder and renamed into place, the .index last, so a run killed during the
     write leaves no checkpoint that looks complete (the next save removes the leftovers).
-    A full disk or a read-only folder is a UserError.
+    A full disk or a read-only folder is a UserError. ``writer``: a CheckpointWriter of
+    the same cc and pretrainer, to write with one compiled call.
     """
     name = f"{_PREFIX}-{int(step)}"
     prefix = os.path.join(directory, name)
@@ -341,7 +377,9 @@ def save_controller(cc, pretrainer, directory: str, step: int) -> str:
     try:
         os.makedirs(directory, exist_ok=True)
         remove_leftovers(directory)
-        written = _checkpoint(cc, pretrainer, cc.graph_spec).write(os.path.join(partial, name))
+        os.makedirs(partial)
+        write = writer or _checkpoint(cc, pretrainer, cc.graph_spec).write
+        written = write(os.path.join(partial, name))
         if os.path.exists(prefix + ".index"):
             os.remove(prefix + ".index")  # an older write of this step stops counting first
         for data in glob.glob(glob.escape(written) + ".data-*"):
@@ -486,7 +524,13 @@ def _chunks(real_labels, k: int, m: int) -> Iterator:
         ds = real_labels
         if ds.element_spec.shape.rank == 2:
             ds = ds.batch(k, drop_remainder=True)
-        yield from ds.map(lambda x: tf.cast(x, tf.float32)).batch(m).prefetch(2)
+        # No autotuning: deleting an iterator waits for its autotuning thread to wake, up
+        # to a minute (34 s measured at the end of a 10,000-iteration loop, in about half
+        # of the benchmark's rounds); this pipeline only slices label rows anyway.
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        ds = ds.map(lambda x: tf.cast(x, tf.float32)).batch(m).prefetch(2)
+        yield from ds.with_options(options)
         return
     blocks = _iteration_blocks(iter(real_labels), k)
     while True:
@@ -721,11 +765,13 @@ def pretrain_loop(cc, pretrainer: ControllerPretrainer, real_labels, data_labels
     bar = tqdm(total=max(total - int(cc.step.numpy()), 0), initial=0, disable=not progress,
                desc="pretrain controller", dynamic_ncols=True)
 
+    ckpt_writer = pretrainer.checkpoint_writer()
+
     def save(step: int) -> None:
         if not _weights_finite(pretrainer):
             log.warning("step %d: the weights hold NaN or Inf; no checkpoint is written", step)
             return
-        saved[step] = save_controller(cc, pretrainer, ckpt_dir, step)
+        saved[step] = save_controller(cc, pretrainer, ckpt_dir, step, writer=ckpt_writer)
 
     def collect() -> int | None:
         """Take the result of the check in flight; its step if pretraining should stop."""

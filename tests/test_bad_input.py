@@ -132,8 +132,20 @@ class FullDisk:
                     None, None, f"{prefix}; {os.strerror(errno.ENOSPC)}")
             return real_tf(checkpoint, prefix, *a, **k)
 
+        from causal_controller.pretrain import CheckpointWriter
+
+        real_compiled = CheckpointWriter.__call__
+
+        def write_compiled(writer, prefix):  # the same failure from the compiled write
+            if match(str(prefix)):
+                real_compiled(writer, prefix)
+                raise tf.errors.ResourceExhaustedError(
+                    None, None, f"{prefix}; {os.strerror(errno.ENOSPC)}")
+            return real_compiled(writer, prefix)
+
         monkeypatch.setattr(Path, "write_text", write_text)
         monkeypatch.setattr(tf.train.Checkpoint, "_write", write_checkpoint)
+        monkeypatch.setattr(CheckpointWriter, "__call__", write_compiled)
 
 
 def no_mkdir_in(monkeypatch, folder):

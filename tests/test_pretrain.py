@@ -25,6 +25,7 @@ from causal_controller.models import (
 from causal_controller.pretrain import (
     NONFINITE_NAMES,
     Adam,
+    CheckpointWriter,
     ControllerPretrainer,
     load_controller,
     pretrain_loop,
@@ -178,6 +179,33 @@ def test_checkpoint_roundtrip_samples_identically(tmp_path):
     cc3 = CausalController(SMALL, cfg, seed=5)  # the controller alone
     load_controller(cc3, path)
     np.testing.assert_array_equal(cc3.sample(noise=noise)[0].numpy(),
+                                  cc.sample(noise=noise)[0].numpy())
+
+
+def test_the_compiled_checkpoint_write_writes_what_the_eager_one_does(tmp_path):
+    cfg = config(**FAST)
+    cc, pt = build(cfg, seed=0)
+    writer = CheckpointWriter(cc, pt)
+    real = tf.constant(toy_labels(4 * 16).to_numpy(np.float32).reshape(4, 16, 4))
+    save_controller(cc, pt, str(tmp_path / "compiled"), 0, writer=writer)  # traced here
+    for _ in range(2):  # values change after the trace: the writes must follow them
+        pt.train_iteration(real)
+    compiled = save_controller(cc, pt, str(tmp_path / "compiled"), 2, writer=writer)
+    eager = save_controller(cc, pt, str(tmp_path / "eager"), 2)
+    a, b = tf.train.load_checkpoint(compiled), tf.train.load_checkpoint(eager)
+    keys = sorted(a.get_variable_to_shape_map())
+    assert keys == sorted(b.get_variable_to_shape_map())
+    assert len(keys) > 50 and any("critic_optimizer" in key for key in keys)
+    for key in keys:
+        assert np.array_equal(a.get_tensor(key), b.get_tensor(key)), key
+    assert a.get_tensor("controller/step/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    files = sorted(os.listdir(tmp_path / "compiled"))  # no leftovers of the writes
+    assert all(name.startswith(("CC-Model-0.", "CC-Model-2.")) for name in files), files
+    assert {"CC-Model-0.index", "CC-Model-2.index"} <= set(files)
+    cc2, pt2 = build(cfg, seed=7)
+    load_controller(cc2, compiled, pt2)
+    noise = cc.draw_noise(50, seed=1)
+    np.testing.assert_array_equal(cc2.sample(noise=noise)[0].numpy(),
                                   cc.sample(noise=noise)[0].numpy())
 
 
