@@ -254,10 +254,10 @@ class LabelCounter:
     Made cheap because a TVD check's CPU time comes out of the training step's (which
     keeps every core busy). For 500,000 samples of big_causal_graph, in CPU seconds: the
     noise U[-1, 1] is drawn by numpy's PCG64 and handed to TensorFlow without a copy,
-    0.12 s against 0.27 s for TensorFlow's Philox; the controller runs on transposed activations ([features, samples]: the same
-    weights, the same function as ``cc.forward``, checked by a test) compiled by XLA,
-    0.19 s against 0.27 s without XLA and 0.53 s in the controller's own layout. The
-    samples themselves never reach numpy.
+    0.12 s against 0.27 s for TensorFlow's Philox; the controller runs on transposed
+    activations ([features, samples]: the same weights, the same function as
+    ``cc.forward``, checked by a test) compiled by XLA, 0.19 s against 0.27 s without XLA
+    and 0.53 s in the controller's own layout. The samples themselves never reach numpy.
     """
 
     def __init__(self, cc):
@@ -377,7 +377,7 @@ def save_controller(cc, pretrainer, directory: str, step: int,
     try:
         os.makedirs(directory, exist_ok=True)
         remove_leftovers(directory)
-        os.makedirs(partial)
+        os.makedirs(partial, exist_ok=True)
         write = writer or _checkpoint(cc, pretrainer, cc.graph_spec).write
         written = write(os.path.join(partial, name))
         if os.path.exists(prefix + ".index"):
