@@ -3,19 +3,24 @@
     python main.py --causal_model big_causal_graph --dataset toyfaces --is_pretrain True
     python main.py --causal_model big_causal_graph --is_pretrain True --model_type began --is_train True
     python main.py --load_path logs/<run>          # resume a run where it stopped
+    python main.py @configs/toyfaces_demo.txt      # flags from a file (flags after it win)
+    python main.py @logs/<run>/params.json         # a new run with a saved run's flags
 
 Under IPython, ``%run main.py ...`` leaves ``trainer``, ``cc`` and ``model`` in the namespace.
 """
 
 import difflib
+import json
 import logging
 import os
 import random
+import shlex
 import signal
 import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
@@ -26,6 +31,7 @@ import config as generic_flags
 from causal_graph import get_causal_graph, validate_graph
 from errors import UserError
 from utils import (
+    PARAM_FILES,
     copy_code,
     load_configs,
     new_run_dir,
@@ -104,9 +110,68 @@ def explicit_flags(argv):
     return {word.split("=", 1)[0].lstrip("-") for word in argv if word.startswith("--")}
 
 
+FLAG_FILE_PREFIX = "@"
+
+
+def _words_of_text_file(path):
+    """The words of a flag file: shell-like words, '#' starts a comment."""
+    try:
+        return shlex.split(path.read_text(), comments=True)
+    except ValueError as err:  # an unclosed quote
+        raise UserError(f"{FLAG_FILE_PREFIX}{path}: cannot read its flags ({err})") from None
+
+
+def _words_of_saved_run(path):
+    """Flags that recreate the run whose params.json is ``path`` (every group's saved
+    flags, except what says what to do now and where the run lives)."""
+    arity = option_arity()
+    words = []
+    for filename in PARAM_FILES.values():
+        try:
+            saved = json.loads((path.parent / filename).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{FLAG_FILE_PREFIX}{path}: {filename} is missing beside it; give "
+                            "the params.json of a run folder made by main.py") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path.parent / filename} is damaged ({err})") from None
+        for key, value in saved.items():
+            option = f"--{key}"
+            if key in ACTION_FLAGS or key == "model_dir" or value is None:
+                continue
+            if not arity.get(option, False):  # unknown now, or a switch such as --dry_run
+                continue
+            words += [option, str(value)]
+    return words
+
+
+def expand_flag_files(argv, _seen=None):
+    """Replace each ``@FILE`` word by the flags it holds, in place, so that flags written
+    after it win (argparse keeps the last value). A text file holds flags as on a command
+    line, any number per line, '#' comments allowed, and may name further @files; a
+    ``params.json`` of a run folder gives that run's saved flags for a new run."""
+    seen = set() if _seen is None else _seen
+    out = []
+    for word in argv:
+        if not word.startswith(FLAG_FILE_PREFIX):
+            out.append(word)
+            continue
+        path = Path(word[len(FLAG_FILE_PREFIX):]).expanduser()
+        if not path.is_file():
+            raise UserError(f"{word}: no such flag file (e.g. @configs/toyfaces_demo.txt, or "
+                            "@logs/<run>/params.json)")
+        key = path.resolve()
+        if key in seen:
+            raise UserError(f"{word}: flag files include each other in a loop")
+        if path.suffix == ".json":
+            out += _words_of_saved_run(path)
+        else:
+            out += expand_flag_files(_words_of_text_file(path), seen | {key})
+    return out
+
+
 def parse_flags(argv=None):
     """Parse every flag group of one command line: {group name: Namespace}."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = expand_flag_files(sys.argv[1:] if argv is None else list(argv))
     if "-h" in argv or "--help" in argv:
         print(full_help())
         sys.exit(0)
@@ -181,7 +246,7 @@ def get_trainer(argv=None):
     Nothing is written before the flags and the graph are valid, and a new run folder is
     removed again when building the Trainer fails.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = expand_flag_files(sys.argv[1:] if argv is None else list(argv))
     groups = parse_flags(argv)
     config, cc_config = groups["config"], groups["cc_config"]
     setup_logging(config.log_level)

@@ -232,3 +232,56 @@ def test_watchdog_knows_when_the_main_thread_waits_for_input():
     next(iter(ds))
     assert ready.is_set() and seen["waiting"] is True
     assert main.waiting_for_input(sys._getframe()) is False
+
+
+# ----------------------------------------------------------------------------- flag files
+def test_flag_file_expands_in_place_and_later_flags_win(tmp_path):
+    inner = tmp_path / "inner.txt"
+    inner.write_text("--z_dim 12  # a comment\n")
+    outer = tmp_path / "outer.txt"
+    outer.write_text(f"# the demo's flags\n--dataset toyfaces --model_type dcgan\n"
+                     f"--num_iter 500\n@{inner}\n")
+    groups = main.parse_flags([f"@{outer}", "--num_iter", "7"])
+    assert groups["config"].dataset == "toyfaces"
+    assert groups["dcgan_config"].num_iter == 7  # written after the file: wins
+    assert groups["dcgan_config"].z_dim == 12  # from the nested file
+    groups = main.parse_flags(["--num_iter", "7", f"@{outer}"])
+    assert groups["dcgan_config"].num_iter == 500  # the file comes last: it wins
+
+
+def test_the_demo_config_file_parses():
+    groups = main.parse_flags(["@configs/toyfaces_demo.txt"])
+    model_config = main.resolve_model(groups)
+    assert groups["config"].dataset == "toyfaces" and groups["config"].num_gpu == 0
+    assert groups["cc_config"].is_pretrain is True
+    assert model_config is groups["dcgan_config"] and model_config.is_train is True
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such flag file"),
+    ("--num_iter '5", "cannot read its flags"),
+    ("@{self}", "in a loop"),
+])
+def test_bad_flag_file_exits_2_without_a_run_folder(tmp_path, content, message):
+    path = tmp_path / "flags.txt"
+    if content is not None:
+        path.write_text(content.replace("{self}", str(path)))
+    result = run_main("--causal_model", "M", f"@{path}", "--log_dir", str(tmp_path / "logs"))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_new_run_starts_from_a_saved_runs_params(tmp_path, fake_trainer):
+    first = main.get_trainer(["--causal_model", "big_causal_graph", "--dataset", "toyfaces",
+                              "--log_dir", str(tmp_path), "--model_type", "dcgan",
+                              "--z_dim", "17", "--rare_label_rate", "0.3", "--dry_run"])
+    params = Path(first.config.model_dir) / "params.json"
+    second = main.get_trainer([f"@{params}", "--tau", "50"])
+    assert second.config.model_dir != first.config.model_dir  # a new run, not a resume
+    assert second.model_config.z_dim == 17 and second.config.rare_label_rate == 0.3
+    assert second.model_config.tau == 50 and second.config.dry_run is False
+    (tmp_path / "lonely").mkdir()
+    (tmp_path / "lonely" / "params.json").write_text("{}")
+    with pytest.raises(UserError, match="cc_params.json is missing"):
+        main.parse_flags([f"@{tmp_path / 'lonely' / 'params.json'}"])
