@@ -47,10 +47,50 @@ MAX_NONFINITE = 50  # default of --max_nonfinite (nonfinite.py)
 USAGE = "python main.py [--flag value ...]  (python main.py --help lists every flag)"
 
 
+def show_default(value):
+    """A flag's default as --help shows it."""
+    if value is None:
+        return "none"
+    if value == "":
+        return "''"
+    return str(value)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """--help with each flag's default after its help (switches such as --dry_run,
+    which take no value, have none)."""
+
+    def _get_default_metavar_for_optional(self, action):
+        return {str2bool: "BOOL", int: "INT", positive_int: "INT", non_negative_int: "INT",
+                float: "FLOAT"}.get(action.type, "TEXT")
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 or action.default is argparse.SUPPRESS or "%(default)" in text:
+            return text
+        shown = show_default(action.default).replace("%", "%%")  # help is %-formatted
+        return f"{text} (default: {shown})"
+
+
 def new_parser(description):
     """A parser for one flag group, named as main.py so its errors read naturally."""
     return argparse.ArgumentParser(prog="main.py", description=description, add_help=False,
-                                   allow_abbrev=False, usage=USAGE)
+                                   allow_abbrev=False, usage=USAGE,
+                                   formatter_class=DefaultsHelpFormatter)
+
+
+def add_legacy_flag(group, option, *, note, **kwargs):
+    """Add a flag of the reference that has no effect here. It is still accepted, so the
+    reference's command lines parse, but --help leaves it out; ``note`` (kept on the
+    action as ``legacy_help``) says why it does nothing, and docs/FLAGS.md lists it."""
+    action = group.add_argument(option, help=argparse.SUPPRESS, **kwargs)
+    action.legacy_help = note
+    return action
+
+
+def is_legacy(action):
+    """Whether a parser's action is a hidden legacy flag (see add_legacy_flag)."""
+    return action.help is argparse.SUPPRESS
 
 
 def parse_group(parser, argv=None):
@@ -79,8 +119,9 @@ data_arg.add_argument("--is_crop", type=str2bool, default=True,
                       help="Centre-crop 108x108 before resizing (the DCGAN CelebA recipe).")
 data_arg.add_argument("--grayscale", type=str2bool, default=False,
                       help="Convert images to one grey channel.")
-data_arg.add_argument("--split", type=str, default="train",
-                      help="Data split name (kept for the reference's command lines).")
+add_legacy_flag(data_arg, "--split", type=str, default="train",
+                note="Data split name of the reference; nothing reads it (there is one "
+                     "split, the whole data set).")
 data_arg.add_argument("--num_worker", type=positive_int, default=24,
                       help="Parallel calls of the input pipeline (capped at the CPU count).")
 data_arg.add_argument("--rare_label_rate", type=float, default=0.0,
@@ -105,19 +146,18 @@ data_arg.add_argument("--resize_method", type=str, default="AREA",
                       help="How images are resized to --input_scale_size.")
 
 train_arg = parser.add_argument_group("Training")
-train_arg.add_argument("--build_train", type=str2bool, default=False,
-                       help="Kept for the reference's command lines: the image model of "
-                            "--model_type is always built with its training parts (add "
-                            "--dry_run to build without training).")
+add_legacy_flag(train_arg, "--build_train", type=str2bool, default=False,
+                note="Nothing reads it: the image model of --model_type is always built "
+                     "with its training parts (add --dry_run to build without training).")
 train_arg.add_argument("--build_pretrain", type=str2bool, default=False,
                        help="Build the controller's critic and optimizers even without "
                             "--is_pretrain (e.g. to inspect them with --dry_run).")
 train_arg.add_argument("--model_type", type=str, default="", choices=["", "dcgan", "began"],
                        help="Image model: began (CausalBEGAN) or dcgan (CausalGAN). Absent: "
                             "only the causal controller is built.")
-train_arg.add_argument("--use_gpu", type=str2bool, default=True,
-                       help="Derived from --num_gpu (True iff num_gpu > 0); kept for "
-                            "the reference's command lines.")
+add_legacy_flag(train_arg, "--use_gpu", type=str2bool, default=True,
+                note="Overwritten from --num_gpu (True iff num_gpu > 0) whatever is given; "
+                     "--num_gpu chooses the devices.")
 train_arg.add_argument("--num_gpu", type=non_negative_int, default=1,
                        help="0: CPU. k: the first k GPUs, one replica each (1 falls back "
                             "to the CPU with a warning when there is no GPU).")

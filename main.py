@@ -69,7 +69,9 @@ ARCHITECTURE_FLAGS = {
 def full_help():
     """Help text of all four flag groups."""
     parts = [f"usage: {generic_flags.USAGE}", "", __doc__.strip(), "",
-             "Boolean flags take a word: true/false, 1/0, yes/no (any case).", ""]
+             "Boolean flags take a word: true/false, 1/0, yes/no (any case). A few flags "
+             "of the reference that have no effect here are still accepted but not listed "
+             "(docs/FLAGS.md names them).", ""]
     for module in FLAG_GROUPS.values():
         text = module.parser.format_help()
         parts.append(text.split("\n\n", 1)[1] if text.startswith("usage:") else text)

@@ -1,6 +1,6 @@
 """Flags of CausalBEGAN (the BEGAN-based image model with a labeler and three margins)."""
 
-from config import new_parser, parse_group, positive_int, str2bool
+from config import add_legacy_flag, new_parser, parse_group, positive_int, str2bool
 
 parser = new_parser("CausalBEGAN flags (--model_type began).")
 
@@ -33,8 +33,9 @@ train_arg.add_argument("--label_loss", type=str, default="squarediff",
                        help="Loss between labeler outputs and labels.")
 train_arg.add_argument("--lr_update_step", type=positive_int, default=100000,
                        help="Both learning rates halve every this many steps.")
-train_arg.add_argument("--max_step", type=positive_int, default=50000,
-                       help="Unused, kept for the reference's command lines.")
+add_legacy_flag(train_arg, "--max_step", type=positive_int, default=50000,
+                note="Nothing reads it (as in the reference): --num_iter sets the length "
+                     "of training.")
 train_arg.add_argument("--num_iter", type=positive_int, default=250000,
                        help="Training iterations.")
 train_arg.add_argument("--optimizer", type=str, default="adam", choices=["adam"],
@@ -57,9 +58,8 @@ train_arg.add_argument("--zeta", type=float, default=0.5,
                        help="gamma_3 of the paper: target of the third margin.")
 train_arg.add_argument("--is_train", type=str2bool, default=False,
                        help="Train the image model.")
-train_arg.add_argument("--build_all", type=str2bool, default=False,
-                       help="Kept for the reference's command lines: every part is always "
-                            "built.")
+add_legacy_flag(train_arg, "--build_all", type=str2bool, default=False,
+                note="Nothing reads it: every part of CausalBEGAN is always built.")
 
 misc_arg = parser.add_argument_group("Misc")
 misc_arg.add_argument("--log_step", type=positive_int, default=100,

@@ -1,6 +1,13 @@
 """Flags of the causal controller and its pretraining (a WGAN-GP over label vectors)."""
 
-from config import new_parser, non_negative_int, parse_group, positive_int, str2bool
+from config import (
+    add_legacy_flag,
+    new_parser,
+    non_negative_int,
+    parse_group,
+    positive_int,
+    str2bool,
+)
 
 parser = new_parser("Causal controller flags: the DAG-shaped label generator and its "
                     "Wasserstein pretraining.")
@@ -41,9 +48,9 @@ net_arg.add_argument("--cc_n_hidden", type=positive_int, default=10,
 misc_arg = parser.add_argument_group("Misc")
 misc_arg.add_argument("--batch_size", type=positive_int, default=16,
                       help="Controller batch size (an image model's batch size replaces it).")
-misc_arg.add_argument("--save_step", type=positive_int, default=5000,
-                      help="Kept for the reference's command lines; controller checkpoints "
-                           "are written with every TVD report.")
+add_legacy_flag(misc_arg, "--save_step", type=positive_int, default=5000,
+                note="Nothing reads it: controller checkpoints are written with every TVD "
+                     "report (every 10 x --log_step iterations).")
 misc_arg.add_argument("--num_log_samples", type=positive_int, default=3,
                       help="Label samples printed with each log line.")
 

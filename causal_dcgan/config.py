@@ -1,17 +1,19 @@
 """Flags of CausalGAN (the DCGAN-based image model with a labeler and an anti-labeler)."""
 
-from config import new_parser, parse_group, positive_int, str2bool
+from config import add_legacy_flag, new_parser, parse_group, positive_int, str2bool
 
 parser = new_parser("CausalGAN flags (--model_type dcgan).")
 
 net_arg = parser.add_argument_group("Network")
 net_arg.add_argument("--batch_size", type=positive_int, default=64,
                      help="Examples per replica and step.")
-net_arg.add_argument("--label_specific_noise", type=str2bool, default=False,
-                     help="Not implemented in the reference; must stay False.")
-net_arg.add_argument("--fakeLabels_distribution", type=str, default="real_joint",
-                     choices=["real_joint", "iid_uniform"],
-                     help="Listed by the reference; has no effect.")
+add_legacy_flag(net_arg, "--label_specific_noise", type=str2bool, default=False,
+                note="Not implemented, nor was it in the reference: False does nothing and "
+                     "True is refused with a message.")
+add_legacy_flag(net_arg, "--fakeLabels_distribution", type=str, default="real_joint",
+                choices=["real_joint", "iid_uniform"],
+                note="Listed by the reference; nothing reads it (G's labels always come "
+                     "from the causal controller).")
 net_arg.add_argument("--label_type", type=str, default="continuous",
                      choices=["discrete", "continuous"],
                      help="discrete: labels map to {0.3, 0.7}; continuous: plus noise.")
@@ -55,8 +57,9 @@ train_arg.add_argument("--pretrain_LabelerR_no_of_iters", type=positive_int, def
                        help="Iterations of that labeler-only phase.")
 for _name, _default in (("lambda_m", 0.05), ("lambda_k", 0.05), ("lambda_l", 0.001),
                         ("gamma_m", -1.0), ("gamma_k", -1.0), ("gamma_l", -1.0)):
-    train_arg.add_argument(f"--{_name}", type=float, default=_default,
-                           help="Legacy, unused (kept for the reference's command lines).")
+    add_legacy_flag(train_arg, f"--{_name}", type=float, default=_default,
+                    note="Listed by the reference's CausalGAN flags; nothing reads it "
+                         "(CausalBEGAN's --lambda_k and --lambda_l are its own flags).")
 train_arg.add_argument("--tau", type=float, default=3000,
                        help="k_t (the anti-labeler's weight, from 1) decays by 1/e every tau "
                             "iterations.")

@@ -1,6 +1,7 @@
 """The four flag groups: defaults, booleans, shared flags, help, unknown flags."""
 
 import argparse
+import re
 
 import pytest
 
@@ -110,10 +111,89 @@ def test_help_lists_every_group(capsys):
     for flag in ("--causal_model", "--pt_cc_lr", "--conv_hidden_num", "--stab_proj",
                  "--num_cpu_devices", "--figure_ext", "--zeta", "--tau"):
         assert flag in out
-    # every flag carries a sentence of help
+    # every flag carries a sentence of help (a hidden legacy flag, its note)
     for module in (generic_flags, cc_flags, began_flags, dcgan_flags):
         for action in module.parser._actions:
-            assert action.help, action.option_strings
+            text = action.legacy_help if generic_flags.is_legacy(action) else action.help
+            assert text, action.option_strings
+
+
+# The reference's flags that do nothing here: accepted, hidden from --help. lambda_k and
+# lambda_l are hidden in CausalGAN's group only: CausalBEGAN's flags of those names work.
+LEGACY_FLAGS = {
+    generic_flags: {"--split", "--build_train", "--use_gpu"},
+    cc_flags: {"--save_step"},
+    began_flags: {"--max_step", "--build_all"},
+    dcgan_flags: {"--label_specific_noise", "--fakeLabels_distribution", "--lambda_m",
+                  "--lambda_k", "--lambda_l", "--gamma_m", "--gamma_k", "--gamma_l"},
+}
+
+
+def help_entries(text):
+    """{option: its help text, whitespace collapsed} of a parser's --help output."""
+    entries = {}
+    for block in re.split(r"\n(?=  --)", text):
+        block = block.split("\n\n", 1)[0]  # not the next group's title
+        match = re.match(r"\s*(--\w+)", block)
+        if match:
+            entries[match.group(1)] = " ".join(block.split())
+    return entries
+
+
+def test_hidden_flags_are_exactly_the_legacy_ones():
+    for module, expected in LEGACY_FLAGS.items():
+        hidden = {option for action in module.parser._actions
+                  if generic_flags.is_legacy(action) for option in action.option_strings}
+        assert hidden == expected, module.__name__
+
+
+def test_help_shows_every_default_and_hides_the_legacy_flags(capsys):
+    with pytest.raises(SystemExit):
+        parse("--help")
+    out = capsys.readouterr().out
+    for module, legacy in LEGACY_FLAGS.items():
+        entries = help_entries(module.parser.format_help())
+        for action in module.parser._actions:
+            for option in action.option_strings:
+                if option in legacy:
+                    assert option not in entries, option
+                    continue
+                assert option in entries, option
+                if action.nargs != 0:  # a switch (--dry_run) has no default to show
+                    shown = generic_flags.show_default(action.default)
+                    assert entries[option].endswith(f"(default: {shown})"), entries[option]
+    assert "(default: 8e-05)" in help_entries(cc_flags.parser.format_help())["--pt_cc_lr"]
+    assert "(default: none)" in help_entries(out)["--causal_model"]
+    # hidden in every group that defines them: absent from the whole --help
+    shown_anywhere = set(help_entries(out))
+    for option in set.union(*LEGACY_FLAGS.values()) - {"--lambda_k", "--lambda_l"}:
+        assert option not in shown_anywhere, option
+        assert not re.search(re.escape(option) + r"\b", out), option  # nor in a sentence
+    assert "--lambda_k" in shown_anywhere  # CausalBEGAN's own
+
+
+def test_hidden_legacy_flags_still_parse():
+    groups = parse("--split", "test", "--build_train", "True", "--use_gpu", "False",
+                   "--num_gpu", "2", "--save_step", "10", "--max_step", "5",
+                   "--build_all", "yes", "--label_specific_noise", "False",
+                   "--fakeLabels_distribution", "iid_uniform", "--lambda_m", "0.1",
+                   "--gamma_m", "1", "--gamma_k", "2", "--gamma_l", "3")
+    config, cc, dcgan, began = (groups[k] for k in
+                                ("config", "cc_config", "dcgan_config", "began_config"))
+    assert (config.split, config.build_train) == ("test", True)
+    assert config.use_gpu is True  # follows --num_gpu, whatever is given
+    assert (cc.save_step, began.max_step, began.build_all) == (10, 5, True)
+    assert (dcgan.fakeLabels_distribution, dcgan.lambda_m) == ("iid_uniform", 0.1)
+    assert (dcgan.gamma_m, dcgan.gamma_k, dcgan.gamma_l) == (1.0, 2.0, 3.0)
+    assert main.resolve_model(groups) is None
+    # the shared names reach both groups; CausalBEGAN uses them
+    groups = parse("--lambda_k", "0.2", "--lambda_l", "0.3")
+    assert groups["began_config"].lambda_k == 0.2 == groups["dcgan_config"].lambda_k
+    assert groups["began_config"].lambda_l == 0.3 == groups["dcgan_config"].lambda_l
+    # still refused, as before
+    groups = parse("--model_type", "dcgan", "--label_specific_noise", "True")
+    with pytest.raises(UserError, match="label_specific_noise"):
+        main.resolve_model(groups)
 
 
 @pytest.mark.parametrize("model_type,batch", [("began", 16), ("dcgan", 64), ("", 16)])
