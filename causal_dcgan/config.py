@@ -58,8 +58,9 @@ train_arg.add_argument("--pretrain_LabelerR_no_of_iters", type=positive_int, def
 for _name, _default in (("lambda_m", 0.05), ("lambda_k", 0.05), ("lambda_l", 0.001),
                         ("gamma_m", -1.0), ("gamma_k", -1.0), ("gamma_l", -1.0)):
     add_legacy_flag(train_arg, f"--{_name}", type=float, default=_default,
-                    note="Listed by the reference's CausalGAN flags; nothing reads it "
-                         "(CausalBEGAN's --lambda_k and --lambda_l are its own flags).")
+                    note="Listed by the reference's CausalGAN flags; CausalGAN never "
+                         "reads it (--lambda_k and --lambda_l still set CausalBEGAN's "
+                         "margin steps).")
 train_arg.add_argument("--tau", type=float, default=3000,
                        help="k_t (the anti-labeler's weight, from 1) decays by 1/e every tau "
                             "iterations.")
