@@ -1,0 +1,89 @@
+"""The trainer's own loop at the demo's CausalGAN flags, on a tiny toy-face set: what
+``Trainer.train_loop`` achieves end to end against the bare compiled iteration.
+
+    build_demo_trainer(folder)      main.get_trainer on --dataset toyfaces rendered in folder
+    LoopTimer(trainer).loop(iters)  (seconds in train_loop, seconds of figures/checkpoints)
+    LoopTimer(trainer).bare(iters)  seconds of the same train function on one fixed batch
+
+The loop counts everything ``train_loop`` does per iteration: the input pipeline (with
+--rare_label_rate's repeated rows), the controller's labels with their resampling, the
+non-finite accounting, the progress bar and the summary steps (every --log_step). The
+figure steps and checkpoints it writes (at least once at the end of every call) are timed
+on their own and reported apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+# the demo's image-model flags (README, Quick start)
+DEMO_FLAGS = ["--model_type", "dcgan", "--input_scale_size", "32", "--gf_dim", "32",
+              "--df_dim", "32", "--schedule", "every_step", "--minibatch_features", "False",
+              "--projection_D", "True", "--rare_label_rate", "0.3", "--rare_pair_rate", "0.2",
+              "--tau", "100", "--g_ema", "0.99"]
+
+
+def build_demo_trainer(folder, n_images: int = 1000, log_step: int = 50):
+    """A Trainer with the demo's CausalGAN flags on ``n_images`` toy faces in ``folder``."""
+    import main
+    import toy_faces
+
+    folder = Path(folder)
+    toy_faces.render_dataset(folder / "data" / "toyfaces", n=n_images, seed=0, workers=2,
+                             progress=False)
+    argv = ["--causal_model", "big_causal_graph", "--dataset", "toyfaces", "--data_dir",
+            str(folder / "data"), "--log_dir", str(folder / "logs"), "--num_gpu", "0",
+            "--is_train", "True", "--num_iter", "1", "--log_step", str(log_step),
+            "--figure_ext", "png", *DEMO_FLAGS]
+    with contextlib.redirect_stdout(io.StringIO()):  # the --rare_label_rate report
+        trainer = main.get_trainer(argv)
+    logging.getLogger().setLevel(logging.WARNING)
+    return trainer
+
+
+class LoopTimer:
+    """Times ``trainer.train_loop`` and its bare train function, figures apart."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.side_seconds = 0.0  # figures and checkpoints inside the last loop
+        for name in ("write_figures", "save"):
+            setattr(trainer, name, self._timed(getattr(trainer, name)))
+        self.batch = None
+
+    def _timed(self, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.side_seconds += time.perf_counter() - start
+        return wrapper
+
+    def loop(self, iters: int) -> tuple[float, float]:
+        """(seconds of ``train_loop`` for ``iters`` more iterations, of which figures and
+        checkpoints)."""
+        trainer = self.trainer
+        trainer.model_config.num_iter = trainer.model_step + int(iters)
+        self.side_seconds = 0.0
+        start = time.perf_counter()
+        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
+            trainer.train_loop()
+        return time.perf_counter() - start, self.side_seconds
+
+    def bare(self, iters: int) -> float:
+        """Seconds of ``iters`` calls of the trainer's train function on one fixed batch,
+        each waited for as train_loop waits (its non-finite mask)."""
+        trainer = self.trainer
+        if self.batch is None:
+            self.batch = next(iter(trainer.image_stream()))
+        start = time.perf_counter()
+        for _ in range(int(iters)):
+            np.asarray(trainer._train_fn(self.batch)["nonfinite"])
+        return time.perf_counter() - start
