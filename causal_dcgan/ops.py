@@ -28,7 +28,7 @@ WEIGHT_STDDEV = 0.02  # every conv, transposed conv and linear layer (the DCGAN 
 BN_EPSILON = 1e-5
 KERNEL = 5
 STRIDE = 2
-SMALL_SIDE = 4  # maps this small take the sub-pixel transposed convolution (below)
+SMALL_SIDE = 0  # maps this small take the sub-pixel transposed convolution (below); 0: none
 
 
 def out_size(size: int, stride: int = STRIDE) -> int:
@@ -88,6 +88,10 @@ class Deconv(tf.Module):
 # linear map is computed instead as four stride-1 convolutions, one per output parity
 # (row, column), interleaved: the sub-pixel form. Same numbers (to float rounding), about
 # a third of the time there (benchmarks/bench_dcgan.py); larger maps keep TensorFlow's.
+# With TensorFlow 2.21 on a 2-core AVX-512 CPU (oneDNN's kernels, also capped at AVX2 by
+# ONEDNN_MAX_CPU_ISA) TensorFlow's own kernels were as fast or faster at every layer of the
+# demo's networks, and the demo's every_step iteration 1.5x faster with them
+# (bench_dcgan --demo), so SMALL_SIDE is 0: set it to 4 where the slow kernel returns.
 
 
 def conv_transpose(x, kernel, out_side: int):
