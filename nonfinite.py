@@ -29,9 +29,8 @@ before tracing (Keras optimizers create them on first use, which ``tf.cond`` for
 
 Who uses it: controller pretraining (``causal_controller/pretrain.py``, with its own
 Adam's ``finite`` argument); both image models through
-``nets.apply_mean_gradients_if_finite`` (the check on the replica-mean gradients, a
-``tf.cond`` per variable inside ``extended.update``, where a ``merge_call`` would be
-forbidden); the synthetic experiments through ``check_runs``, one decision per run of
+``nets.apply_mean_gradients_if_finite`` (the check on the replica-mean gradients, one
+``apply_if`` around every variable's update in the cross-replica context); the synthetic experiments through ``check_runs``, one decision per run of
 runs trained side by side. Each trainer counts with a ``NonFiniteCounter``.
 """
 
