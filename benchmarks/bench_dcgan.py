@@ -24,7 +24,7 @@ an auxiliary label head (benchmarks/plain_cdcgan.py: the same G and D, one D and
 Adam update per step), interleaved round by round, and prints images/s of both, their
 ratio and CausalGAN's share of the conv baseline. Then ``Trainer.train_loop`` itself on
 a tiny rendered toy-face set at the demo's flags (benchmarks/demo_loop.py): iterations/s
-end to end (figure steps and checkpoints timed apart) against the bare train function on
+end to end (the pipeline's start, figure steps and checkpoints timed apart) against the bare train function on
 one batch, timed before and after the loop.
 """
 
@@ -182,8 +182,7 @@ def bench_loop(iters: int, rounds: int, bare_iters: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench_dcgan_") as folder:
         trainer = build_demo_trainer(folder)
         timer = LoopTimer(trainer)
-        timer.loop(3)  # trace, build the pipeline once
-        timer.bare(2)
+        timer.warm_up()
         for r in range(rounds):
             before = timer.bare(bare_iters) / bare_iters
             total, side = timer.loop(iters)
@@ -192,8 +191,8 @@ def bench_loop(iters: int, rounds: int, bare_iters: int) -> list[dict]:
             bare = (before + after) / 2
             results.append({"loop_s": loop, "bare_s": bare, "side_s": side})
             print(f"train_loop round {r + 1}: {iters} iterations {1 / loop:.2f} it/s "
-                  f"({trainer.batch_size / loop:.0f} img/s; figures and checkpoints "
-                  f"{side:.1f} s apart), bare iteration {1 / before:.2f} / {1 / after:.2f} "
+                  f"({trainer.batch_size / loop:.0f} img/s; pipeline start, figures and "
+                  f"checkpoints {side:.1f} s apart), bare iteration {1 / before:.2f} / {1 / after:.2f} "
                   f"it/s, loop / bare {bare / loop:.0%}", flush=True)
     return results
 

@@ -7,9 +7,9 @@
 
 The loop counts everything ``train_loop`` does per iteration: the input pipeline (with
 --rare_label_rate's repeated rows), the controller's labels with their resampling, the
-non-finite accounting, the progress bar and the summary steps (every --log_step). The
-figure steps and checkpoints it writes (at least once at the end of every call) are timed
-on their own and reported apart.
+non-finite accounting, the progress bar and the summary steps (every --log_step). What
+every call of ``train_loop`` does once, building the input pipeline (``image_stream``)
+and writing figures and a checkpoint at the end, is timed on its own and reported apart.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class LoopTimer:
 
     def __init__(self, trainer):
         self.trainer = trainer
-        self.side_seconds = 0.0  # figures and checkpoints inside the last loop
-        for name in ("write_figures", "save"):
+        self.side_seconds = 0.0  # pipeline start, figures, checkpoints of the last loop
+        for name in ("image_stream", "write_figures", "_save_good"):
             setattr(trainer, name, self._timed(getattr(trainer, name)))
         self.batch = None
 
@@ -67,8 +67,8 @@ class LoopTimer:
         return wrapper
 
     def loop(self, iters: int) -> tuple[float, float]:
-        """(seconds of ``train_loop`` for ``iters`` more iterations, of which figures and
-        checkpoints)."""
+        """(seconds of ``train_loop`` for ``iters`` more iterations, of which the pipeline's
+        start, figures and checkpoints)."""
         trainer = self.trainer
         trainer.model_config.num_iter = trainer.model_step + int(iters)
         self.side_seconds = 0.0
@@ -76,6 +76,13 @@ class LoopTimer:
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
             trainer.train_loop()
         return time.perf_counter() - start, self.side_seconds
+
+    def warm_up(self) -> None:
+        """Trace everything the timed loops run: the train function (a short loop) and the
+        summary step's diagnostics (one summary written)."""
+        self.loop(2)
+        self.bare(1)
+        self.trainer.write_summaries(self.trainer._train_fn(self.batch), self.batch)
 
     def bare(self, iters: int) -> float:
         """Seconds of ``iters`` calls of the trainer's train function on one fixed batch,
