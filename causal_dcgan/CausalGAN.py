@@ -114,6 +114,11 @@ def g_loss_fn(gan, labels_r, labels_g, on_z, k_t, off_label_losses=False, recons
     return loss + on_z if reconstr_loss else loss
 
 
+def r1_penalty(slope, gamma: float):
+    """(gamma / 2) * mean over rows of ||slope||^2, slope = dD(x)/dx on real images."""
+    return 0.5 * gamma * tf.reduce_mean(tf.reduce_sum(tf.square(slope), axis=[1, 2, 3]))
+
+
 def z_loss(z_gen, z_estimate):
     """The z-estimator's loss, mean (z_gen - z_estimate)^2."""
     return tf.reduce_mean(tf.square(z_gen - z_estimate))
@@ -173,8 +178,9 @@ class CausalGAN(ControllerInputs, tf.Module):
         init = (tf.random.Generator.from_seed(seed + 1) if seed is not None
                 else tf.random.Generator.from_non_deterministic_state())
         group, d, size = self.batch_size, int(config.df_dim), self.image_size
+        upsample = str(getattr(config, "g_upsample", "deconv"))
         self.G = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size, self.channels,
-                           group, init)
+                           group, init, upsample)
         # --g_ema: a moving average of G's weights draws every image shown (not trained)
         self.ema_decay = float(getattr(config, "g_ema", 0.0) or 0.0)
         if not 0.0 <= self.ema_decay < 1.0:
@@ -182,13 +188,16 @@ class CausalGAN(ControllerInputs, tf.Module):
         self.G_ema = None
         if self.ema_decay > 0.0:
             self.G_ema = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size,
-                                   self.channels, group, init)
+                                   self.channels, group, init, upsample)
             for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
                 average.assign(weight)
         self.schedule = getattr(config, "schedule", "reference")
         self.shared_labeler = bool(getattr(config, "labeler_shares_D", False))
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
         self.projection = bool(getattr(config, "projection_D", False))
+        self.r1_gamma = float(getattr(config, "r1_gamma", 0.0) or 0.0)
+        if self.r1_gamma < 0.0:
+            raise UserError(f"--r1_gamma {self.r1_gamma}: give a weight >= 0 (0: off).")
         self.D = Discriminator(d, size, self.channels, group, bool(config.stab_proj),
                                int(config.n_stab_proj), init,
                                minibatch=bool(getattr(config, "minibatch_features", True)),
@@ -357,8 +366,13 @@ class CausalGAN(ControllerInputs, tf.Module):
         x = to_unit(images)
         with tf.GradientTape(persistent=True) as tape:
             g, d_fake_logits, labeler_fake, parts = self._g_side(values, z_gen, k_t, fake01)
-            d_real_out = self.judge(x, real_labels)
+            if self.r1_gamma > 0.0:
+                d_real_out, r1 = self._judge_with_r1(x, real_labels)
+            else:
+                d_real_out = self.judge(x, real_labels)
             d_loss, d_real, d_fake = d_loss_fn(d_real_out[0], d_fake_logits)
+            if self.r1_gamma > 0.0:
+                d_loss = d_loss + r1
             labeler_real = self.read_labels(x, d_real_out)
             labeler_loss = tf.reduce_mean(sxe(labeler_real, real_labels))
             labeler_total = labeler_loss
@@ -380,7 +394,18 @@ class CausalGAN(ControllerInputs, tf.Module):
                        accuracy_fake=accuracy(labeler_fake, fake01))
         if self.labeler_on_fakes:
             metrics["d_loss_fake_label"] = fake_label_loss
+        if self.r1_gamma > 0.0:
+            metrics["d_loss_r1"] = r1
         return metrics, grads
+
+    def _judge_with_r1(self, x, real_labels):
+        """D's outputs on real images x and the R1 penalty (gamma / 2) mean ||dD(x)/dx||^2
+        of its logit (recorded by the caller's tape, so D's update includes its gradient)."""
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = self.judge(x, real_labels)
+        slope = tape.gradient(out[0], x)
+        return out, r1_penalty(slope, self.r1_gamma)
 
     def _labeler_loss_and_grads(self, images, real_labels):
         net, _ = self._labeler_and_optimizer()
@@ -522,6 +547,8 @@ class CausalGAN(ControllerInputs, tf.Module):
                  "g_lossGAN", "g_loss_labelerR", "g_loss_labelerG", "g_loss_on_z", "k_t")
         if self.labeler_on_fakes:
             names += ("d_loss_fake_label",)
+        if self.r1_gamma > 0.0:
+            names += ("d_loss_r1",)
         out = {k: tf.constant(nan) for k in names}
         out["accuracy_real"] = tf.fill([self.n_labels], nan)
         out["accuracy_fake"] = tf.fill([self.n_labels], nan)

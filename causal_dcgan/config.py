@@ -88,6 +88,15 @@ diff_arg.add_argument("--g_ema", type=float, default=0.0,
 diff_arg.add_argument("--labeler_on_fakes", type=str2bool, default=False,
                       help="The labeler also learns to read G's images as the labels they "
                            "were drawn with (ACGAN), not only real images.")
+diff_arg.add_argument("--g_upsample", type=str, default="deconv", choices=["deconv", "resize"],
+                      help="How G doubles its maps: deconv, 5x5 stride-2 transposed "
+                           "convolutions (the reference); resize, nearest-neighbour "
+                           "upsampling then a 3x3 convolution with reflected borders, which "
+                           "draws no checkerboard noise.")
+diff_arg.add_argument("--r1_gamma", type=float, default=0.0,
+                      help="Adds the R1 penalty (gamma / 2) E||grad_x D(x)||^2 on real images "
+                           "to D's loss (Mescheder et al. 2018), which keeps D from winning "
+                           "outright; 0: off.")
 
 
 def get_config(argv=None):

@@ -5,7 +5,8 @@ Widths: ``gf_dim`` (g) for the generator, ``df_dim`` (d) for the rest. Sides fol
 returns NHWC tensors; batch statistics are per group of ``group`` rows (causal_dcgan/ops.py).
 
     Generator     linear -> s/16 x s/16 x 8g, BN, relu; transposed convs to 4g, 2g, g
-                  (BN, relu each) and to ``channels`` with tanh.
+                  (BN, relu each) and to ``channels`` with tanh (``upsample="resize"``:
+                  nearest-neighbour doubling + 3x3 convolution in their place).
     Discriminator conv d + lrelu (or a fixed random projection to n_stab_proj channels);
                   conv 2d + BN + lrelu (the z-estimator's input); minibatch features;
                   conv 4d, conv 8d (BN + lrelu); linear to one logit.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from causal_dcgan.ops import BatchNorm, Conv, Deconv, minibatch_similarity, out_size
-from nets import Dense, lrelu
+from nets import Dense, lrelu, normal
 
 MB_KERNELS = 300   # minibatch-discrimination kernels
 MB_DIMS = 50       # dimensions per kernel
@@ -33,11 +34,32 @@ def pyramid(size: int, steps: int = 4) -> list[int]:
     return sides
 
 
+class ResizeConv(tf.Module):
+    """Nearest-neighbour upsampling to ``out_side``, then a 3x3 stride-1 convolution over
+    reflected borders (--g_upsample resize; the reference's Deconv overlaps its 5x5
+    kernels unevenly at stride 2, the source of checkerboard noise)."""
+
+    def __init__(self, in_ch: int, out_ch: int, rng=None, bias: bool = True,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.kernel = tf.Variable(normal([3, 3, in_ch, out_ch], 0.02, rng), name="kernel")
+        self.bias = tf.Variable(tf.zeros([out_ch]), name="bias") if bias else None
+
+    def __call__(self, x, out_side: int):
+        x = tf.image.resize(x, [out_side, out_side], method="nearest")
+        x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+        y = tf.nn.conv2d(x, self.kernel, 1, "VALID")
+        return tf.nn.bias_add(y, self.bias) if self.bias is not None else y
+
+
+UPSAMPLERS = {"deconv": Deconv, "resize": ResizeConv}  # --g_upsample
+
+
 class Generator(tf.Module):
     """concat(z_gen, label inputs) -> images in [-1, 1], [B, size, size, channels]."""
 
     def __init__(self, in_dim: int, gf_dim: int, size: int, channels: int, group: int,
-                 rng=None):
+                 rng=None, upsample: str = "deconv"):
         super().__init__(name="generator")
         g = int(gf_dim)
         self.sides = pyramid(size)                  # s, s2, s4, s8, s16
@@ -46,7 +68,8 @@ class Generator(tf.Module):
                         name="h0_lin")
         self.bn0 = BatchNorm(8 * g, group, name="bn0")
         widths = [8 * g, 4 * g, 2 * g, g, channels]
-        self.deconvs = [Deconv(widths[i], widths[i + 1], rng, bias=i == 3, name=f"h{i + 1}")
+        layer = UPSAMPLERS[upsample]
+        self.deconvs = [layer(widths[i], widths[i + 1], rng, bias=i == 3, name=f"h{i + 1}")
                         for i in range(4)]
         self.bns = [BatchNorm(widths[i + 1], group, name=f"bn{i + 1}") for i in range(3)]
 

@@ -592,3 +592,61 @@ def test_label_weights_resample_the_controllers_labels():
     # 50 x 0.0025 / (50 x 0.0025 + 0.9975) = 0.11 (from pools of 32 draws per row)
     assert abs((both[:, 0] * both[:, 1]).mean() - 0.11) < 0.04
     assert abs(both[:, 2].mean() - 0.05) < 0.025
+
+
+def test_resize_generator_doubles_by_nearest_neighbour_and_a_reflected_3x3_conv():
+    from causal_dcgan.models import ResizeConv
+
+    layer = ResizeConv(2, 3, tf.random.Generator.from_seed(1), name="up")
+    x = tf.random.stateless_normal([2, 4, 4, 2], seed=[1, 2])
+    y = layer(x, 8).numpy()
+    # by hand: repeat every pixel 2x2, reflect one pixel at the borders, 3x3 'VALID'
+    up = np.repeat(np.repeat(x.numpy(), 2, axis=1), 2, axis=2)
+    padded = np.pad(up, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    k = layer.kernel.numpy()
+    expect = np.zeros([2, 8, 8, 3], np.float32)
+    for i in range(8):
+        for j in range(8):
+            expect[:, i, j] = np.einsum("bhwc,hwco->bo", padded[:, i:i + 3, j:j + 3], k)
+    np.testing.assert_allclose(y, expect + layer.bias.numpy(), rtol=1e-4, atol=1e-5)
+    cfg = dcgan_config(g_upsample="resize", g_ema=0.5, schedule="every_step")
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=12)
+    assert all(isinstance(layer, ResizeConv) for layer in model.G.deconvs)
+    assert all(isinstance(layer, ResizeConv) for layer in model.G_ema.deconvs)
+    images, real, fake, z = batch(16)
+    out = model.make_train_function()((images, real, fake, z))
+    assert np.isfinite(float(out["g_loss"]))
+    drawn = model.generate(fake, z).numpy()
+    assert drawn.shape == (4, 16, 16, 3) and 0 <= drawn.min() and drawn.max() <= 255
+
+
+def test_r1_penalty_is_added_to_the_discriminator_loss_and_its_update():
+    images, real, fake, z = batch(16)
+    results = {}
+    for gamma in (0.0, 10.0):
+        cfg = dcgan_config(schedule="every_step", label_type="discrete", r1_gamma=gamma,
+                           projection_D=True, minibatch_features=False)
+        model = cg.CausalGAN(cfg, NAMES, 16, seed=13)
+        fake01, values, zz = model._inputs(4, fake, z)
+        x = tf.constant(cg.to_unit(images))
+        # by hand: the squared norm of dD(x, y)/dx per row, averaged, times gamma / 2
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logit = model.D(x, tf.constant(real))[0]
+        by_hand = 0.5 * gamma * np.mean(np.sum(tape.gradient(logit, x).numpy() ** 2,
+                                               axis=(1, 2, 3)))
+        metrics, grads = model._all_losses_and_grads(tf.constant(images), tf.constant(real),
+                                                     fake01, values, zz, tf.identity(model.k_t))
+        results[gamma] = (metrics, grads[1], by_hand)
+        assert ("d_loss_r1" in metrics) == (gamma > 0)
+        assert ("d_loss_r1" in model.metric_template()) == (gamma > 0)
+    plain, with_r1 = results[0.0], results[10.0]
+    assert with_r1[2] > 0
+    np.testing.assert_allclose(float(with_r1[0]["d_loss_r1"]), with_r1[2], rtol=1e-4)
+    np.testing.assert_allclose(float(with_r1[0]["d_loss"]),
+                               float(plain[0]["d_loss"]) + with_r1[2], rtol=1e-4)
+    # the penalty's own gradient changes D's update
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in
+               zip(plain[1], with_r1[1], strict=True))
+    with pytest.raises(UserError, match="--r1_gamma"):
+        cg.CausalGAN(dcgan_config(r1_gamma=-1.0), NAMES, 16, seed=13)
