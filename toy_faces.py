@@ -17,6 +17,9 @@ format) and ``scm.json`` (the graph and its tables). The same seed gives byte-id
 files whatever the number of worker processes. Processes rendering the same folder at
 once take turns on a lock file beside it (``.<folder>.lock``, there only while one
 renders): the first renders, the others wait and then find the folder complete.
+
+``render_labels(out, labels)`` draws a given table of label vectors the same way (e.g.
+rows of ``ToyFacesSCM.sample_conditional``, exact draws from P(labels | given) under do()).
 """
 
 from __future__ import annotations
@@ -155,6 +158,24 @@ class ToyFacesSCM:
                 p = self.tables[node][self._parent_index(states, parents)]
                 states[:, j] = noise[:, j] < p
         return pd.DataFrame(states.astype(np.int8), columns=self.nodes)
+
+    def sample_conditional(
+        self, n: int, given: Mapping, do: Mapping | None = None, seed=None
+    ) -> pd.DataFrame:
+        """``n`` label vectors drawn exactly from P(labels | given) under ``do`` (by
+        enumerating the joint, so a rare condition costs no more than a common one);
+        ValueError when the condition has probability 0."""
+        given = self._check_assignment(given, "given")
+        states, probs = self.joint(do)
+        keep = np.ones(len(states), dtype=bool)
+        for node, value in given.items():
+            keep &= states[:, self._col[node]] == value
+        total = probs[keep].sum()
+        if total <= 0:
+            raise ValueError(f"the condition {given} has probability 0")
+        rng = np.random.default_rng(seed)
+        rows = rng.choice(np.flatnonzero(keep), size=int(n), p=probs[keep] / total)
+        return pd.DataFrame(states[rows].astype(np.int8), columns=self.nodes)
 
     def joint(self, do: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All 2**d label vectors ``[2**d, d]`` (first node = most significant bit) and
@@ -399,6 +420,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
 
 
+_CHUNK = 100  # images per rendering task
 _LOCK_HELD = "TOYFACES_LOCK_HELD"  # set for a child process rendering under its parent's lock
 
 
@@ -534,35 +556,62 @@ def ensure_dataset(out, n: int = 20000, seed: int = 0, workers: int | None = Non
     return True
 
 
+def render_labels(out, labels: pd.DataFrame, seed: int = 0, progress: bool = False) -> Path:
+    """Render one face per row of ``labels`` (0/1 columns, at least every node of NODES)
+    into ``out``: images/ and list_attr_celeba.txt in the dataset's format, no scm.json
+    (the labels come from the caller, e.g. ``ToyFacesSCM.sample_conditional``). Face k's
+    nuisance is drawn from (``seed``, k) as in ``render_dataset``. Renders in this process
+    (about 1 ms a face); ``out`` must not hold a dataset yet."""
+    out = Path(out)
+    missing = [node for node in NODES if node not in labels.columns]
+    if missing:
+        raise ValueError(f"the labels have no columns {missing}")
+    with _dataset_lock(out):
+        if is_complete(out):
+            raise FileExistsError(f"{out} already holds a dataset")
+        return _write(out, labels[list(NODES)].reset_index(drop=True), seed, 1, progress,
+                      False, None)
+
+
 def _render(out: Path, n: int, seed: int, workers: int | None, progress: bool,
             overwrite: bool, scm: ToyFacesSCM | None) -> Path:
-    from tqdm import tqdm
-
     scm = scm or default_scm()
     workers = workers or os.cpu_count() or 1
-    chunk = 100  # images per worker task
-    use_pool = workers > 1 and n > 2 * chunk
+    use_pool = workers > 1 and n > 2 * _CHUNK
     if use_pool and "tensorflow" in sys.modules:
         return _render_in_subprocess(out, n, seed, workers, progress, overwrite, scm)
     labels = scm.sample(n, seed=seed)
+    return _write(out, labels, seed, workers if use_pool else 1, progress, overwrite, scm)
+
+
+def _write(out: Path, labels: pd.DataFrame, seed: int, workers: int, progress: bool,
+           overwrite: bool, scm: ToyFacesSCM | None) -> Path:
+    """Render the rows of ``labels`` (``workers`` > 1: in a pool) into a hidden sibling
+    folder, write the attribute file (and ``scm``'s scm.json), then publish it as ``out``."""
+    from tqdm import tqdm
+
+    n = len(labels)
+    labels = labels.copy()
     labels.index = [image_name(i) for i in range(n)]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         (tmp / "images").mkdir()
         rows = labels[list(NODES)].to_numpy()
-        jobs = [(str(tmp / "images"), seed, s, rows[s : s + chunk]) for s in range(0, n, chunk)]
+        jobs = [(str(tmp / "images"), seed, s, rows[s : s + _CHUNK]) for s in range(0, n, _CHUNK)]
         bar = tqdm(total=n, desc="rendering toy faces", unit="img", disable=not progress)
         with bar:
-            if not use_pool:
+            if workers <= 1:
                 for job in jobs:
                     bar.update(_render_chunk(job))
             else:
                 with _pool_context().Pool(workers) as pool:
                     for done in pool.imap_unordered(_render_chunk, jobs):
                         bar.update(done)
-        (tmp / "list_attr_celeba.txt").write_text(attribute_text(scm.nodes, labels))
-        scm.to_json(tmp / "scm.json")
+        names = scm.nodes if scm is not None else list(labels.columns)
+        (tmp / "list_attr_celeba.txt").write_text(attribute_text(names, labels))
+        if scm is not None:
+            scm.to_json(tmp / "scm.json")
         aside = publish_folder(tmp, out, remove_old=overwrite)
         if aside is not None:
             log.warning("moved the incomplete folder %s aside to %s", out, aside)

@@ -12,11 +12,15 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+# before numpy is first imported: the figures' linear algebra is small (the fidelity
+# report's Fréchet distances), and OpenBLAS threads spinning on two busy cores made it up
+# to 75 times slower than one thread
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # figure name -> (module, function, one line of help)
 FIGURES = {
-    "fidelity": ("figure_scripts.fidelity", "main",
-                 "causal-fidelity report: an independent classifier reads the images"),
+    "fidelity": ("figure_scripts.fidelity_report", "main",
+                 "causal-fidelity report: a panel of independent readers reads the images"),
     "high_level": ("figure_scripts.high_level", "main",
                    "the paper's 2x10 grids: do vs cond, do 1 vs 0, cond 1 vs 0"),
     "condition2d": ("figure_scripts.grid2d", "main_condition",
@@ -29,6 +33,8 @@ FIGURES = {
                "counterfactuals of real faces (fit the inputs, then intervene)"),
     "tvd_plot": ("figure_scripts.tvd_plot", "main",
                  "controller TVD against iteration from runs' TensorBoard events"),
+    "explore": ("figure_scripts.explore", "main",
+                "a local page: choose do / given per node, see the same individuals redrawn"),
 }
 
 

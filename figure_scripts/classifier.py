@@ -1,39 +1,56 @@
-"""An independent attribute classifier: it reads generated images for the fidelity report.
+"""One attribute reader: an independent classifier of the data set's attributes.
 
-A small CNN trained on a data set's real images (never on a model's labeler or weights),
-one per data set, image size and colour mode, cached so that later reports and the
-training-time consistency scalars reuse it:
+The fidelity report reads generated images with a panel of such readers
+(``figure_scripts.readers``); this module is one reader: its networks, its training and
+its cache. A reader is trained on a data set's real images (never on a model's labeler
+or weights), one per data set, image size, colour mode and ``ReaderSpec`` (name,
+architecture, seed), and cached so that later reports and the training-time consistency
+scalars reuse it:
 
-    <dataset_dir>/classifiers/<size>/        (<size>-gray for one channel)
+    <dataset_dir>/classifiers/<size>/<reader name>/     (<size>-gray for one channel)
         weights.weights.h5                   the network's weights
-        classifier.json                      attributes, feature scales, how it was
-                                             trained, its held-out scores
+        classifier.json                      attributes, architecture, feature scales,
+                                             how it was trained, its held-out scores
+
+A reader is written into a hidden sibling folder and renamed into place when complete;
+readers trained at once by two processes take turns on a lock file in the cache folder.
 
 It must not lean on the data's correlations, or it would call every bald face a man and
 hide the very effect the report measures. On the bundled toy faces (a ``scm.json`` beside
 the attributes) it is therefore trained on faces rendered with independent, balanced
 labels (every attribute Bernoulli(0.5)) by ``toy_faces.render_dataset`` and read through
-``data_loader.image_dataset``, so its images are exactly the pipeline's. On CelebA (or
-any other folder) it is trained on the real images with a class-balanced loss (each
+``data_loader.image_dataset``, so its images are exactly the pipeline's; each reader
+renders its own faces (from its seed). On CelebA (or any other folder) it is trained on
+the real images outside a fixed held-out tenth with a class-balanced loss (each
 attribute's positives and negatives weigh half each), and its accuracy inside the rare
 subgroups is reported, flagged when a subgroup holds fewer than ``MIN_SUBGROUP`` images.
+Training batches are augmented (``figure_scripts.augment``: flips, shifts, colour
+jitter, blur, noise) so that texture does not decide a reading.
+
+Two architectures (``ARCHITECTURES``): ``maxpool`` (3x3 convolutions, batch norm, ReLU,
+2x2 max pooling, widths 32 to 128, a 128-unit hidden layer) and ``strided`` (5x5
+convolutions of stride 2, group norm, swish, widths 24 to 96, a 96-unit hidden layer).
 
 Public surface::
 
-    clf = get_classifier(dataset_dir, image_size, channels=3, *, train_if_missing=True,
-                         seed=0, progress=True)        # None if missing and not trained
+    clf = get_classifier(dataset_dir, image_size, channels=3, *, reader=DEFAULT_READER,
+                         train_if_missing=True, progress=True)  # None if missing, not trained
     clf.attribute_names                                # the data set's attributes, in order
     clf.predict_proba(images)   # images [N, H, W, C] in [0, 255] -> [N, n_attr] in [0, 1]
-    clf.features(images)        # -> [N, d], the space the diversity measure uses
+    clf.features(images)        # -> [N, d], the space the Fréchet distances use
+    clf.read(images)            # both in one pass
     clf.info                    # classifier.json: training and held-out scores
 
 Features are the global averages of every convolution block and the last hidden layer,
 each part divided by its mean norm on the training images, so colours and textures (the
-first blocks) count as much as attributes (the last layers) when diversity is measured.
+first blocks) count as much as attributes (the last layers): noise and blur that the
+hidden layer learnt to ignore still move the first blocks' averages.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -42,7 +59,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +74,7 @@ log = logging.getLogger(__name__)
 CACHE_FOLDER = "classifiers"  # under the data set's folder
 WEIGHTS_FILE = "weights.weights.h5"
 INFO_FILE = "classifier.json"
+LOCK_FILE = ".training.lock"  # in the size folder, while a process trains readers there
 MIN_SUBGROUP = 50  # subgroups with fewer held-out images are flagged as too small to trust
 HELDOUT_MODULUS = 10  # real (non-toy) data: a file is held out when crc32(name) % 10 == 0
 RESIZE_METHOD = "AREA"  # the pipeline's default (--resize_method)
@@ -68,8 +86,8 @@ SUBGROUPS = (("Bald", "Male"), ("Wearing_Lipstick", "Male"))
 
 @dataclass
 class TrainingPlan:
-    """How a classifier is trained; the defaults train one at 32x32 in about two minutes
-    on two CPU cores."""
+    """How a reader is trained; the defaults train one at 32x32 in one to two minutes on
+    two CPU cores."""
 
     n_train: int = 8000  # training images (toy: rendered; real data: drawn from the split)
     n_test: int = 2000  # held-out rendered toy faces (independent, balanced labels)
@@ -78,26 +96,33 @@ class TrainingPlan:
     batch_size: int = 64  # images per step
     learning_rate: float = 2e-3  # Adam, cosine-decayed to zero over the steps
     render_workers: int | None = None  # processes rendering toy faces (None: CPU count)
+    augment: bool = True  # figure_scripts.augment on every training batch
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """One reader of the panel: its cache folder's name, its network, its seed (weights,
+    training order, augmentation and, on the toy faces, the faces it is trained on)."""
+
+    name: str
+    architecture: str  # a key of ARCHITECTURES
+    seed: int
+
+
+DEFAULT_READER = ReaderSpec("a-maxpool", "maxpool", 0)
 
 
 # ----------------------------------------------------------------------------- network
-def block_widths(image_size: int) -> list[int]:
+def block_widths(image_size: int, first: int = 32, most: int = 128) -> list[int]:
     """Channels of the convolution blocks: halve the side down to 4 pixels (at least one)."""
     blocks = max(1, int(np.log2(max(int(image_size), 8))) - 2)
-    return [min(32 * 2**i, 128) for i in range(blocks)]
+    return [min(first * 2**i, most) for i in range(blocks)]
 
 
-def build_network(image_size: int, channels: int, n_attributes: int):
-    """Keras model: images in [0, 255] -> [logits, block_1 avg, ..., block_k avg, hidden].
-
-    Each block is conv 3x3 -> batch norm -> ReLU -> 2x2 max pool; then global average,
-    a 128-unit hidden layer and one logit per attribute.
-    """
-    import keras
+def _maxpool_blocks(h, image_size: int) -> list:
+    """conv 3x3 -> batch norm -> ReLU (its average is a feature part) -> 2x2 max pool."""
     from keras import layers
 
-    inputs = keras.Input((image_size, image_size, channels))
-    h = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
     parts = []
     for width in block_widths(image_size):
         h = layers.Conv2D(width, 3, padding="same", use_bias=False)(h)
@@ -105,17 +130,54 @@ def build_network(image_size: int, channels: int, n_attributes: int):
         h = layers.ReLU()(h)
         parts.append(layers.GlobalAveragePooling2D()(h))
         h = layers.MaxPooling2D(2)(h)
-    hidden = layers.Dense(128, activation="relu")(parts[-1])
+    return parts
+
+
+def _strided_blocks(h, image_size: int) -> list:
+    """conv 5x5 of stride 2 -> group norm (8 groups) -> swish (its average is a part)."""
+    from keras import layers
+
+    parts = []
+    for width in block_widths(image_size, first=24, most=96):
+        h = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=False)(h)
+        h = layers.GroupNormalization(groups=8)(h)
+        h = layers.Activation("swish")(h)
+        parts.append(layers.GlobalAveragePooling2D()(h))
+    return parts
+
+
+# name -> (blocks, hidden units, hidden activation)
+ARCHITECTURES = {"maxpool": (_maxpool_blocks, 128, "relu"),
+                 "strided": (_strided_blocks, 96, "swish")}
+
+
+def build_network(image_size: int, channels: int, n_attributes: int,
+                  architecture: str = "maxpool"):
+    """Keras model: images in [0, 255] -> [logits, block_1 avg, ..., block_k avg, hidden]:
+    the ``architecture``'s convolution blocks, a global average of the last, a hidden
+    layer and one logit per attribute."""
+    import keras
+    from keras import layers
+
+    if architecture not in ARCHITECTURES:
+        raise UserError(f"Unknown reader architecture {architecture!r}; use one of "
+                        f"{', '.join(ARCHITECTURES)}.")
+    blocks, units, activation = ARCHITECTURES[architecture]
+    inputs = keras.Input((image_size, image_size, channels))
+    parts = blocks(layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs), image_size)
+    hidden = layers.Dense(units, activation=activation)(parts[-1])
     logits = layers.Dense(n_attributes)(hidden)
-    return keras.Model(inputs, [logits, *parts, hidden], name="attribute_classifier")
+    return keras.Model(inputs, [logits, *parts, hidden], name=f"reader_{architecture}")
 
 
 class AttributeClassifier:
-    """A trained network with its attribute names and feature scales (see module doc)."""
+    """A trained reader: its network, attribute names and feature scales (module doc)."""
 
     def __init__(self, network, attribute_names: Sequence[str], image_size: int, channels: int,
-                 feature_scales: Sequence[float], info: dict | None = None):
+                 feature_scales: Sequence[float], info: dict | None = None,
+                 architecture: str = "maxpool"):
         self.network = network
+        self.architecture = architecture
         self.attribute_names = list(attribute_names)
         self.image_size = int(image_size)
         self.channels = int(channels)
@@ -183,7 +245,8 @@ class AttributeClassifier:
         folder.mkdir(parents=True, exist_ok=True)
         self.network.save_weights(str(folder / WEIGHTS_FILE))
         info = dict(self.info, attribute_names=self.attribute_names, image_size=self.image_size,
-                    channels=self.channels, feature_scales=[float(s) for s in self.feature_scales])
+                    channels=self.channels, architecture=self.architecture,
+                    feature_scales=[float(s) for s in self.feature_scales])
         (folder / INFO_FILE).write_text(json.dumps(_plain(info), indent=2) + "\n")
         return folder
 
@@ -191,10 +254,12 @@ class AttributeClassifier:
     def load(cls, folder) -> AttributeClassifier:
         folder = Path(folder)
         info = json.loads((folder / INFO_FILE).read_text())
-        network = build_network(info["image_size"], info["channels"], len(info["attribute_names"]))
+        architecture = info.get("architecture", "maxpool")
+        network = build_network(info["image_size"], info["channels"], len(info["attribute_names"]),
+                                architecture)
         network.load_weights(str(folder / WEIGHTS_FILE))
         return cls(network, info["attribute_names"], info["image_size"], info["channels"],
-                   info["feature_scales"], info)
+                   info["feature_scales"], info, architecture)
 
 
 def _plain(value):
@@ -212,8 +277,9 @@ def _plain(value):
 
 # ----------------------------------------------------------------------------- scores
 def binary_scores(predicted, truth) -> dict:
-    """Accuracy and balanced accuracy (mean of the two classes' recalls; NaN when a class
-    is absent) of 0/1 predictions against 0/1 truth."""
+    """Accuracy, balanced accuracy (mean of the two classes' recalls; NaN when a class is
+    absent) and the recalls themselves (``tpr`` of the positives, ``tnr`` of the negatives)
+    of 0/1 predictions against 0/1 truth."""
     predicted = np.asarray(predicted).reshape(-1) > 0.5
     truth = np.asarray(truth).reshape(-1) > 0.5
     n_pos, n_neg = int(truth.sum()), int((~truth).sum())
@@ -221,8 +287,8 @@ def binary_scores(predicted, truth) -> dict:
     tpr = float(predicted[truth].mean()) if n_pos else float("nan")
     tnr = float((~predicted[~truth]).mean()) if n_neg else float("nan")
     balanced = 0.5 * (tpr + tnr) if n_pos and n_neg else float("nan")
-    return {"accuracy": accuracy, "balanced_accuracy": balanced, "n_pos": n_pos,
-            "n_neg": n_neg}
+    return {"accuracy": accuracy, "balanced_accuracy": balanced, "tpr": tpr, "tnr": tnr,
+            "n_pos": n_pos, "n_neg": n_neg}
 
 
 def attribute_scores(probs: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict:
@@ -277,7 +343,8 @@ def heldout_mask(names: Sequence[str]) -> np.ndarray:
 
 
 def load_images(dataset_dir, attr: pd.DataFrame, image_size: int, channels: int,
-                progress: bool = True, desc: str = "reading images") -> tuple[np.ndarray, np.ndarray]:
+                progress: bool = True, desc: str = "reading images",
+                resize_method: str = RESIZE_METHOD) -> tuple[np.ndarray, np.ndarray]:
     """The rows' images through the training pipeline (crop 108, resize, no flip), as
     float16 [N, S, S, C] in [0, 255], with their labels [N, k] (attribute order)."""
     from tqdm import tqdm
@@ -295,7 +362,7 @@ def load_images(dataset_dir, attr: pd.DataFrame, image_size: int, channels: int,
         for rows, size in parts:
             ds = data_loader.image_dataset(
                 dataset_dir, rows, list(rows.columns), size, scale_size=image_size,
-                is_crop=True, resize_method=RESIZE_METHOD, grayscale=channels == 1, seed=0,
+                is_crop=True, resize_method=resize_method, grayscale=channels == 1, seed=0,
                 shuffle=False, flip=False, repeat=False)
             for x, y in ds:
                 images.append(x.numpy().astype(np.float16))
@@ -319,10 +386,12 @@ def _render_and_load(folder: Path, n: int, seed: int, image_size: int, channels:
 
 # ----------------------------------------------------------------------------- training
 def _fit(network, images: np.ndarray, labels: np.ndarray, plan: TrainingPlan, seed: int,
-         progress: bool) -> list[float]:
-    """Adam on the class-balanced sigmoid cross-entropy, random left-right flips."""
+         progress: bool, desc: str = "training an attribute reader") -> list[float]:
+    """Adam on the class-balanced sigmoid cross-entropy, batches augmented (augment.py)."""
     import keras
     from tqdm import tqdm
+
+    from figure_scripts.augment import augment
 
     positive = np.clip(labels.mean(axis=0), 1e-3, 1 - 1e-3).astype(np.float32)
     w_pos, w_neg = tf.constant(0.5 / positive), tf.constant(0.5 / (1 - positive))
@@ -339,17 +408,15 @@ def _fit(network, images: np.ndarray, labels: np.ndarray, plan: TrainingPlan, se
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
-    def augment(x, y):
+    def prepare(x, y):
         x = tf.cast(x, tf.float32)
-        return tf.where(tf.random.uniform([tf.shape(x)[0], 1, 1, 1], seed=seed) < 0.5,
-                        tf.reverse(x, axis=[2]), x), y
+        return (augment(x, seed) if plan.augment else x), y
 
     ds = (tf.data.Dataset.from_tensor_slices((images, labels))
           .shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
-          .batch(plan.batch_size, drop_remainder=True).map(augment).prefetch(2))
+          .batch(plan.batch_size, drop_remainder=True).map(prepare).prefetch(2))
     losses = []
-    bar = tqdm(total=plan.steps, desc="training the attribute classifier", unit="step",
-               disable=not progress)
+    bar = tqdm(total=plan.steps, desc=desc, unit="step", disable=not progress)
     with bar:
         for step, (x, y) in enumerate(ds.take(plan.steps)):
             loss = float(train_step(x, y))
@@ -360,20 +427,21 @@ def _fit(network, images: np.ndarray, labels: np.ndarray, plan: TrainingPlan, se
     return losses
 
 
-def train_classifier(dataset_dir, image_size: int, channels: int = 3, *, seed: int = 0,
-                     progress: bool = True, plan: TrainingPlan | None = None,
-                     scratch_dir=None) -> AttributeClassifier:
-    """Train a classifier for the data set (toy: rendered balanced faces; real data: the
+def train_classifier(dataset_dir, image_size: int, channels: int = 3, *,
+                     reader: ReaderSpec = DEFAULT_READER, progress: bool = True,
+                     plan: TrainingPlan | None = None, scratch_dir=None) -> AttributeClassifier:
+    """Train a reader for the data set (toy: rendered balanced faces; real data: the
     non-held-out images) and score it on held-out images. Not cached; see get_classifier."""
     plan = plan or TrainingPlan()
+    seed = int(reader.seed)
     dataset_dir = Path(dataset_dir)
     attr = data_loader.read_attributes(data_loader.find_attribute_file(dataset_dir))
     names = list(attr.columns)
     tf.keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    info: dict = {"dataset_dir": str(dataset_dir.resolve()), "seed": seed,
-                  "plan": asdict(plan), "resize_method": RESIZE_METHOD}
+    info: dict = {"dataset_dir": str(dataset_dir.resolve()), "reader": reader.name,
+                  "seed": seed, "plan": asdict(plan), "resize_method": RESIZE_METHOD}
     evaluations: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if is_toy_dataset(dataset_dir):
         info["training_data"] = ("toy faces rendered with independent, balanced labels "
@@ -405,10 +473,11 @@ def train_classifier(dataset_dir, image_size: int, channels: int = 3, *, seed: i
     if len(data_rows):
         evaluations["data"] = load_images(dataset_dir, data_rows, image_size, channels,
                                           progress, "reading held-out data images")
-    network = build_network(image_size, channels, len(names))
-    losses = _fit(network, images, labels, plan, seed, progress)
+    network = build_network(image_size, channels, len(names), reader.architecture)
+    losses = _fit(network, images, labels, plan, seed, progress,
+                  f"training attribute reader {reader.name}")
     classifier = AttributeClassifier(network, names, image_size, channels,
-                                     np.ones(len(network.outputs) - 1), info)
+                                     np.ones(len(network.outputs) - 1), info, reader.architecture)
     classifier.feature_scales = classifier.raw_part_norms(images[:1024]).astype(np.float32)
     info["train_images"] = len(images)
     info["final_loss"] = float(np.mean(losses[-50:])) if losses else float("nan")
@@ -425,17 +494,20 @@ def train_classifier(dataset_dir, image_size: int, channels: int = 3, *, seed: i
 
 
 # ----------------------------------------------------------------------------- cache
-def cache_folder(dataset_dir, image_size: int, channels: int = 3, cache_dir=None) -> Path:
-    """Where the classifier of this data set, size and colour mode is kept."""
+def cache_folder(dataset_dir, image_size: int, channels: int = 3, cache_dir=None,
+                 reader: ReaderSpec | None = None) -> Path:
+    """Where the readers of this data set, size and colour mode are kept (with
+    ``reader``: that reader's own folder)."""
     root = Path(cache_dir) if cache_dir else Path(dataset_dir) / CACHE_FOLDER
-    return root / (f"{int(image_size)}" + ("-gray" if int(channels) == 1 else ""))
+    folder = root / (f"{int(image_size)}" + ("-gray" if int(channels) == 1 else ""))
+    return folder / reader.name if reader is not None else folder
 
 
 _LOADED: dict[tuple[str, float], AttributeClassifier] = {}
 
 
 def load_cached(folder) -> AttributeClassifier | None:
-    """The classifier saved in ``folder`` (kept in memory after the first load), or None."""
+    """The reader saved in ``folder`` (kept in memory after the first load), or None."""
     folder = Path(folder)
     info = folder / INFO_FILE
     if not info.is_file() or not (folder / WEIGHTS_FILE).is_file():
@@ -446,20 +518,36 @@ def load_cached(folder) -> AttributeClassifier | None:
     return _LOADED[key]
 
 
+@contextlib.contextmanager
+def _training_lock(folder: Path):
+    """One process trains the readers of a cache folder at a time (a lock file in it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def get_classifier(dataset_dir, image_size: int, channels: int = 3, *,
-                   train_if_missing: bool = True, seed: int = 0, progress: bool = True,
-                   cache_dir=None, retrain: bool = False,
+                   reader: ReaderSpec = DEFAULT_READER, train_if_missing: bool = True,
+                   seed: int | None = None, progress: bool = True, cache_dir=None,
+                   retrain: bool = False,
                    plan: TrainingPlan | None = None) -> AttributeClassifier | None:
-    """The cached classifier of ``dataset_dir`` at ``image_size`` (``channels`` 3 or 1).
+    """The cached ``reader`` of ``dataset_dir`` at ``image_size`` (``channels`` 3 or 1).
 
     Trained and cached first when missing (or when ``retrain``) if ``train_if_missing``;
-    otherwise a missing classifier gives None. ``cache_dir`` replaces
+    otherwise a missing reader gives None. ``seed`` replaces the reader's seed for a new
+    training (a cached reader is returned as it is); ``cache_dir`` replaces
     ``<dataset_dir>/classifiers``; ``plan`` sets the training sizes (TrainingPlan).
     """
     dataset_dir = Path(dataset_dir)
     if int(channels) not in (1, 3):
-        raise UserError(f"The attribute classifier reads 1 or 3 channels; got {channels}.")
-    folder = cache_folder(dataset_dir, image_size, channels, cache_dir)
+        raise UserError(f"The attribute readers read 1 or 3 channels; got {channels}.")
+    if seed is not None:
+        reader = replace(reader, seed=int(seed))
+    folder = cache_folder(dataset_dir, image_size, channels, cache_dir, reader)
     if not retrain:
         found = load_cached(folder)
         if found is not None or not train_if_missing:
@@ -467,22 +555,26 @@ def get_classifier(dataset_dir, image_size: int, channels: int = 3, *,
     attr = data_loader.read_attributes(data_loader.find_attribute_file(dataset_dir))
     if not (dataset_dir / "images").is_dir():
         raise UserError(f"The data set {dataset_dir} has no images/ folder: the attribute "
-                        "classifier is trained and tested on its real images. Put them in "
+                        "readers are trained and tested on its real images. Put them in "
                         f"{dataset_dir / 'images'} (download.py does this for CelebA).")
     data_loader.check_images(dataset_dir, attr)
-    log.info("training the attribute classifier for %s at %dx%d (cached in %s)", dataset_dir,
-             image_size, image_size, folder)
-    classifier = train_classifier(dataset_dir, image_size, channels, seed=seed,
-                                  progress=progress, plan=plan, scratch_dir=folder.parent)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    try:
-        classifier.save(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if load_cached(folder) is None:
-            raise
+    with _training_lock(folder.parent):
+        if not retrain:  # another process may have trained it while we waited
+            found = load_cached(folder)
+            if found is not None:
+                return found
+        log.info("training attribute reader %s for %s at %dx%d (cached in %s)", reader.name,
+                 dataset_dir, image_size, image_size, folder)
+        classifier = train_classifier(dataset_dir, image_size, channels, reader=reader,
+                                      progress=progress, plan=plan, scratch_dir=folder.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+        try:
+            classifier.save(staging)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if load_cached(folder) is None:
+                raise
     return load_cached(folder) or classifier

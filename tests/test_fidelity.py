@@ -1,5 +1,6 @@
-"""The causal-fidelity report: the independent classifier, the label part against a known
-truth, diversity, the verdicts and targets, and the whole report on a tiny run."""
+"""The causal-fidelity report: the label part against a known truth, the verdicts and
+targets, a reader on real (non-toy) data, and the whole report on a tiny run. The panel of
+readers and the distances to the true distributions: test_fidelity_panel.py."""
 
 import json
 from pathlib import Path
@@ -14,16 +15,16 @@ import main as main_module
 import toy_faces
 from errors import UserError
 from figure_scripts import classifier as clf_module
-from figure_scripts import fidelity
+from figure_scripts import fidelity, fidelity_report, fidelity_targets, readers
 
-SIZE = 16
-TINY_PLAN = clf_module.TrainingPlan(n_train=600, n_test=300, n_data_test=120, steps=160,
-                                    batch_size=32, learning_rate=3e-3, render_workers=1)
 # a four-node graph (any graph works); pretraining alone writes a checkpoint of the whole
 # run, untrained image model included, and leaves no figures to draw
 GRAPH = {"Young": [], "Male": [], "Bald": ["Male", "Young"],
          "Wearing_Lipstick": ["Male", "Young"]}
-TINY_RUN = ["--dataset", "toyfaces", "--num_gpu", "0", "--input_scale_size", str(SIZE),
+
+
+def tiny_run_argv(size):
+    return ["--dataset", "toyfaces", "--num_gpu", "0", "--input_scale_size", str(size),
             "--conv_hidden_num", "4", "--z_num", "8", "--z_dim", "4", "--batch_size", "4",
             "--cc_n_layers", "2", "--cc_n_hidden", "4", "--n_critic", "2", "--critic_layers",
             "3", "--num_worker", "2", "--is_pretrain", "True", "--pretrain_iter", "10",
@@ -32,88 +33,26 @@ TINY_RUN = ["--dataset", "toyfaces", "--num_gpu", "0", "--input_scale_size", str
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    toy_faces.render_dataset(folder / "toyfaces", n=120, seed=0, workers=1, progress=False)
-    return folder
+def data_dir(toy_panel):
+    """The shared toy data set's parent folder (a panel of readers is cached in it)."""
+    return toy_panel.data_dir
 
 
 @pytest.fixture(scope="module")
-def classifier(data_dir):
-    """A tiny classifier, cached where the report looks for it."""
-    return clf_module.get_classifier(data_dir / "toyfaces", SIZE, seed=0, progress=False,
-                                     plan=TINY_PLAN)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(data_dir, tmp_path_factory, classifier):
+def tiny_run(data_dir, tmp_path_factory, toy_panel):
     logs = tmp_path_factory.mktemp("logs")
     graph = logs / "graph.json"
     graph.write_text(json.dumps(GRAPH))
-    code = main_module.run([*TINY_RUN, "--causal_model", str(graph), "--data_dir",
-                            str(data_dir), "--log_dir", str(logs)])
+    code = main_module.run([*tiny_run_argv(toy_panel.size), "--causal_model", str(graph),
+                            "--data_dir", str(data_dir), "--log_dir", str(logs)])
     assert code == 0
     (run,) = [path for path in logs.iterdir() if path.is_dir()]
     assert list((run / "checkpoints").glob("ckpt-*.index"))
     return run
 
 
-class ExactController:
-    """A controller whose samples come from a known SCM (so the truth is known), or a
-    wrong one that answers do() by conditioning."""
-
-    def __init__(self, scm, names, confuse_do_with_cond=False):
-        self.scm, self.label_names = scm, list(names)
-        self.confuse = confuse_do_with_cond
-
-    def sample_label(self, cond_dict=None, do_dict=None, N=None, seed=None):
-        rng = np.random.default_rng(seed)
-        cond = dict(cond_dict or {})
-        do = dict(do_dict or {})
-        if self.confuse:
-            cond, do = {**cond, **do}, {}
-        found, total = [], 0
-        for _ in range(200):
-            rows = self.scm.sample(50_000, do=do, seed=int(rng.integers(2**31)))
-            for key, value in cond.items():
-                rows = rows[rows[key] == value]
-            found.append(rows)
-            total += len(rows)
-            if total >= N:
-                break
-        rows = pd.concat(found).iloc[:N]
-        return {name: rows[name].to_numpy(np.float32)[:, None] for name in self.label_names}
-
-
-# ----------------------------------------------------------------------------- classifier
-def test_classifier_trains_on_a_tiny_rendered_set_beats_chance_and_is_cached(classifier,
-                                                                             data_dir):
-    balanced = classifier.info["scores"]["balanced"]
-    assert classifier.attribute_names == list(toy_faces.NODES)
-    scores = {name: s["balanced_accuracy"] for name, s in balanced.items()}
-    assert all(s["n_pos"] > 50 and s["n_neg"] > 50 for s in balanced.values())
-    # chance is 0.5 on every attribute; the largest, clearest ones are learnt at once
-    assert np.mean(list(scores.values())) > 0.75, scores
-    assert scores["Male"] > 0.85 and scores["Wearing_Lipstick"] > 0.85, scores
-    groups = classifier.info["subgroups"]["balanced"]
-    bald_women = [g for g in groups if g["subgroup"] == "Bald=1" and g["cell"] == "Male=0"
-                  and g["attribute"] == "Male"]
-    assert bald_women and bald_women[0]["n"] > 20
-    assert any(g["too_small"] for g in classifier.info["subgroups"]["data"])
-
-    # cached: a second call loads it (no training), a missing size is None when asked
-    folder = clf_module.cache_folder(data_dir / "toyfaces", SIZE)
-    assert (folder / clf_module.WEIGHTS_FILE).is_file() and (folder / "classifier.json").is_file()
-    again = clf_module.get_classifier(data_dir / "toyfaces", SIZE, train_if_missing=False)
-    assert again is not None  # loaded from the cache (train_if_missing=False never trains)
-    images = np.random.default_rng(0).uniform(0, 255, (5, SIZE, SIZE, 3)).astype(np.float32)
-    assert np.allclose(again.predict_proba(images), classifier.predict_proba(images), atol=1e-5)
-    assert again.predict_proba(images).shape == (5, len(toy_faces.NODES))
-    assert again.features(images).shape[0] == 5
-    assert clf_module.get_classifier(data_dir / "toyfaces", 8, train_if_missing=False) is None
-
-
-def test_on_real_data_the_classifier_trains_on_its_images_and_flags_small_subgroups(
+# ----------------------------------------------------------------------------- readers
+def test_on_real_data_a_reader_trains_on_its_images_and_flags_small_subgroups(
         tmp_path, data_dir):
     import shutil
 
@@ -130,20 +69,23 @@ def test_on_real_data_the_classifier_trains_on_its_images_and_flags_small_subgro
     assert all(row["too_small"] for row in info["subgroups"]["data"])
 
 
-def test_classifier_errors_are_user_errors(tmp_path, classifier):
+def test_reader_errors_are_user_errors(tmp_path, toy_panel):
     folder = tmp_path / "noimages"
     folder.mkdir()
     (folder / "list_attr_celeba.txt").write_text("1\nMale Bald\n000001.jpg 1 -1\n")
     with pytest.raises(UserError, match="no images/ folder"):
-        clf_module.get_classifier(folder, SIZE, progress=False)
+        clf_module.get_classifier(folder, toy_panel.size, progress=False)
     with pytest.raises(UserError, match="missing from the data set"):
-        fidelity.classifier_columns(classifier, ["Male", "Gray_Hair"])
+        toy_panel.panel.columns(["Male", "Gray_Hair"])
     with pytest.raises(UserError, match="shape"):
-        classifier.predict_proba(np.zeros((2, 8, 8, 3)))
+        toy_panel.panel.read(np.zeros((2, 8, 8, 3)))
+    with pytest.raises(UserError, match="architecture"):
+        clf_module.build_network(16, 3, 2, "resnet")
 
 
 # ----------------------------------------------------------------------------- labels
-def test_label_part_against_a_controller_with_known_truth():
+def test_label_part_against_a_controller_with_known_truth(exact_controller):
+    ExactController = exact_controller
     scm = toy_faces.default_scm()
     names = list(scm.nodes)
     data = scm.sample(20_000, seed=1)
@@ -162,7 +104,7 @@ def test_label_part_against_a_controller_with_known_truth():
     assert summary["cond_abs_error_vs_data_max"] < 0.1
     assert summary["conditions_not_found"] == []
     assert summary["truth"] == "scm.json (exact)"
-    targets = {t["name"]: t for t in fidelity.evaluate_targets(None, [], None, table)}
+    targets = {t["name"]: t for t in fidelity_targets.evaluate_targets(None, [], None, table)}
     assert targets["controller P(Male | Bald=1)"]["status"] == "PASS"
 
     # without an exact model (real data) the truth is marked unavailable
@@ -179,75 +121,13 @@ def test_label_part_against_a_controller_with_known_truth():
     assert summary["do_abs_error_max"] > 0.4
 
 
-def test_a_condition_the_controller_never_meets_is_skipped_not_waited_for():
+def test_a_condition_the_controller_never_meets_is_skipped_not_waited_for(exact_controller):
     scm = toy_faces.ToyFacesSCM([("Male", []), ("Bald", ["Male"])],
-                                {"Male": [0.5], "Bald": [0.0, 0.0]})
-    sampler = fidelity.LabelSampler(ExactController(scm, scm.nodes), scm.nodes, probe=2000)
-    assert len(sampler(1000, 1, cond={"Bald": 1})) == 0  # gives up instead of waiting
-    assert len(sampler(1000, 1, cond={"Male": 1})) == 1000
-
-
-class RenderingModel:
-    """A perfect image model: it draws the toy face of the labels it is given (the same
-    crop and resize as the pipeline), the image noise choosing the nuisance."""
-
-    z_dim, channels = 1, 3
-
-    def generate(self, labels, z_gen=None):
-        import tensorflow as tf
-
-        def render(labels, z):
-            faces = []
-            for row, noise in zip(labels.numpy(), z.numpy()[:, 0], strict=True):
-                face = toy_faces.render_face(
-                    dict(zip(toy_faces.NODES, (int(v > 0.5) for v in row), strict=True)),
-                    np.random.default_rng(int((noise + 1) * 1e9)))
-                left, top = toy_faces.CROP_LEFT, toy_faces.CROP_TOP
-                faces.append(np.asarray(face.crop((left, top, left + 108, top + 108))))
-            return tf.image.resize(np.stack(faces), [SIZE, SIZE], method="area")
-
-        return tf.py_function(render, [labels, z_gen], tf.float32)
-
-
-def test_image_part_reads_a_perfect_renderer_under_the_exact_model_as_the_truth(
-        classifier, data_dir):
-    scm = toy_faces.default_scm()
-    folder = data_dir / "toyfaces"
-    trainer = SimpleNamespace(
-        label_names=list(scm.nodes), attr=_attr(folder), dataset_dir=folder, model_dir="x",
-        cc=ExactController(scm, scm.nodes), model=RenderingModel(), graph=scm.graph,
-        config=SimpleNamespace(input_scale_size=SIZE))
-    result = fidelity.build_report(trainer, n=150, label_samples=3000, progress=False,
-                                   classifier=classifier)
-    pairs = {(p["target"], p["node"]): p for p in result["pairs"]}
-    male_bald, male_lipstick = pairs["Male", "Bald"], pairs["Male", "Wearing_Lipstick"]
-    # the tiny classifier reads Male right ~94% of the time (bald women less often): loose
-    # bounds around the truth, but the separations are wide
-    assert male_bald["do_images"] == pytest.approx(0.422, abs=0.2)
-    assert male_bald["cond_images"] > 0.75
-    assert male_bald["cond_images"] - male_bald["do_images"] > 0.25
-    assert male_lipstick["do_images"] == pytest.approx(0.422, abs=0.15)
-    assert male_lipstick["cond_images"] < 0.2
-    assert pairs["Bald", "Bald"]["do_images"] > 0.75
-    assert "separate in the right direction" in male_lipstick["verdict"]
-    consistency = result["consistency"].set_index("label")["balanced_accuracy"]
-    assert consistency["Male"] > 0.85 and consistency.mean() > 0.7
-    assert result["diversity"]["ratio"] == pytest.approx(1.0, abs=0.2)
-
-
-# ----------------------------------------------------------------------------- diversity
-def test_diversity_is_one_for_real_vs_real_and_near_zero_for_a_constant_generator(
-        classifier, data_dir):
-    assert fidelity.mean_pairwise_distance(np.array([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx(5)
-    attr = data_dir / "toyfaces"
-    real = fidelity.real_images(attr, _attr(attr), SIZE, 3, 120, progress=False)
-    first, second = classifier.features(real[:60]), classifier.features(real[60:])
-    assert fidelity.diversity_ratio(first, second)["ratio"] == pytest.approx(1.0, abs=0.15)
-    constant = np.repeat(real[:1], 60, axis=0)
-    assert fidelity.diversity_ratio(classifier.features(constant), second)["ratio"] < 1e-3
-    rng = np.random.default_rng(0)
-    jitter = np.clip(constant + rng.normal(0, 2, constant.shape), 0, 255)
-    assert fidelity.diversity_ratio(classifier.features(jitter), second)["ratio"] < 0.2
+                                {"Male": [0.5], "Bald": [0.0, 1.0]})  # Bald exactly Male
+    sampler = fidelity.LabelSampler(exact_controller(scm, scm.nodes), scm.nodes, probe=2000)
+    assert len(sampler(1000, 1, cond={"Bald": 1, "Male": 0})) == 0  # jointly never met
+    assert len(sampler(1000, 1, cond={"Bald": 1})) == 1000
+    assert sampler.condition_rate({"Bald": 1, "Male": 1}) == pytest.approx(0.5, abs=0.05)
 
 
 def _attr(folder):
@@ -265,73 +145,127 @@ def _pair(target, node, do_i, cond_i, do_l, cond_l, do_r, cond_r):
 
 
 def test_verdicts_say_where_the_chain_breaks():
-    good = fidelity.pair_verdict(_pair("Male", "Bald", 0.45, 0.9, 0.42, 0.94, 0.422, 0.939))
+    pair_verdict = fidelity_targets.pair_verdict
+    good = pair_verdict(_pair("Male", "Bald", 0.45, 0.9, 0.42, 0.94, 0.422, 0.939))
     assert "separate in the right direction" in good and "do not" not in good
-    images = fidelity.pair_verdict(_pair("Male", "Bald", 0.85, 0.9, 0.42, 0.94, 0.422, 0.939))
+    images = pair_verdict(_pair("Male", "Bald", 0.85, 0.9, 0.42, 0.94, 0.422, 0.939))
     assert "do not separate" in images and "the controller is right" in images
     assert "images do not show the labels" in images
-    controller = fidelity.pair_verdict(_pair("Male", "Bald", 0.9, 0.9, 0.9, 0.94, 0.422, 0.939))
+    controller = pair_verdict(_pair("Male", "Bald", 0.9, 0.9, 0.9, 0.94, 0.422, 0.939))
     assert "controller's labels are off" in controller
-    itself = fidelity.pair_verdict(_pair("Bald", "Bald", 0.24, 0.84, 1.0, 1.0, 1.0, 1.0))
+    itself = pair_verdict(_pair("Bald", "Bald", 0.24, 0.90, 1.0, 1.0, 1.0, 1.0))
     assert "only for the individuals that conditioning selects" in itself
-    never = fidelity.pair_verdict(_pair("Male", "Bald", 0.4, float("nan"), 0.4, float("nan"),
+    never = pair_verdict(_pair("Male", "Bald", 0.4, float("nan"), 0.4, float("nan"),
                                         0.422, 0.939))
     assert "never draws Bald=1" in never
+    split = dict(_pair("Male", "Bald", 0.45, 0.9, 0.42, 0.94, 0.422, 0.939),
+                 do_images_min=0.2, do_images_max=0.7, cond_images_min=0.88, cond_images_max=0.92)
+    assert "readers disagree (do(Bald=1) 0.20-0.70)" in pair_verdict(split)
+    assert "disagree" not in good
 
 
-def test_targets_pass_and_fail_on_the_issue_thresholds():
-    consistency = pd.DataFrame({"label": ["Male", "Bald"], "balanced_accuracy": [0.96, 0.86],
-                                "accuracy": [0.95, 0.85], "n_pos": [10, 10], "n_neg": [10, 10]})
-    pairs = [_pair("Male", "Bald", 0.45, 0.85, 0.42, 0.94, 0.422, 0.939),
-             _pair("Bald", "Bald", 0.79, 0.9, 1, 1, 1, 1),
-             _pair("Male", "Wearing_Lipstick", 0.6, 0.05, 0.42, 0.0, 0.422, 0.007)]
+def _by_reader(values):
+    return dict(zip(["r1", "r2"], values, strict=True))
+
+
+def test_targets_pass_only_when_every_reader_passes_and_name_the_failing_readers():
+    consistency = pd.DataFrame({  # r2 reads Bald below 0.90, its mean is still 0.96
+        "label": ["Male", "Bald", "Young"] * 2, "reader": ["r1"] * 3 + ["r2"] * 3,
+        "balanced_accuracy": [0.99, 0.93, 0.98, 1.0, 0.89, 0.99]})
+    pairs = [dict(_pair("Male", "Bald", 0.45, 0.86, 0.42, 0.94, 0.422, 0.939), do_n=10,
+                  cond_n=10, do_by_reader=_by_reader([0.44, 0.46]),
+                  cond_by_reader=_by_reader([0.86, 0.87])),
+             dict(_pair("Bald", "Bald", 0.87, 0.9, 1, 1, 1, 1), do_n=10, cond_n=10,
+                  do_by_reader=_by_reader([0.90, 0.84]), cond_by_reader=_by_reader([0.9, 0.9])),
+             dict(_pair("Male", "Wearing_Lipstick", 0.52, 0.07, 0.42, 0.0, 0.422, 0.007),
+                  do_n=10, cond_n=10, do_by_reader=_by_reader([0.50, 0.54]),
+                  cond_by_reader=_by_reader([0.05, 0.09]))]
+    frechet = {"floor": _by_reader([1.0, 2.0]), "n_floor": 10, "source": "test", "sets": [
+        {"set": "observational", "kind": "observational", "n_generated": 10, "n_reference": 10,
+         "frechet": _by_reader([7.0, 17.0]), "ratio": _by_reader([7.0, 8.5]),
+         "ratio_to": "floor", "note": ""},
+        {"set": "do(Bald=1)", "kind": "do", "n_generated": 10, "n_reference": 10,
+         "frechet": _by_reader([7.0, 17.0]), "ratio": _by_reader([1.0, 1.4]),
+         "ratio_to": "observational", "note": ""},
+        {"set": "Bald=1", "kind": "cond", "n_generated": 10, "n_reference": 0,
+         "frechet": _by_reader([np.nan, np.nan]), "ratio": _by_reader([np.nan, np.nan]),
+         "ratio_to": "observational", "note": "unavailable: no exact model"},
+        {"set": "Bald=1, Male=0", "kind": "pair", "n_generated": 10, "n_reference": 10,
+         "frechet": _by_reader([70.0, 70.0]), "ratio": _by_reader([10.0, 10.0]),
+         "ratio_to": "observational", "note": ""}]}
     controller = pd.DataFrame([{"node": "Bald", "value": 1, "label": "Male",
                                 "cond_controller": 0.84, "cond_truth": 0.939,
                                 "cond_data": 0.95}])
-    status = {t["name"]: t["status"] for t in fidelity.evaluate_targets(
-        consistency, pairs, {"ratio": 0.7}, controller)}
-    assert status == {
+    targets = {t["name"]: t for t in fidelity_targets.evaluate_targets(
+        consistency, pairs, frechet, controller)}
+    assert {name: t["status"] for name, t in targets.items()} == {
         "label consistency, mean over labels": "PASS",
-        "label consistency, lowest (Bald)": "PASS",
+        "label consistency, lowest label (Bald)": "FAIL",
         "do(Bald=1): images read as bald": "FAIL",
         "do(Bald=1): images read as male": "PASS",
         "Bald=1: images read as male": "PASS",
-        "do(Wearing_Lipstick=1): images read as male": "FAIL",
-        "Wearing_Lipstick=1: images read as male": "PASS",
-        "diversity (generated / real feature distance)": "PASS",
-        "controller P(Male | Bald=1)": "FAIL"}
+        "do(Wearing_Lipstick=1): images read as male": "FAIL",  # 0.54 is 0.118 off
+        "Wearing_Lipstick=1: images read as male": "FAIL",  # 0.09 > 0.08
+        "Fréchet distance, observational / floor": "FAIL",
+        "Fréchet distance, do(Bald=1) / observational": "PASS",
+        "Fréchet distance, Bald=1 / observational": "N/A",  # no reference images
+        "controller P(Male | Bald=1)": "FAIL"}  # and the rare pair has no target
+    failed = {name: t["failed_readers"] for name, t in targets.items()}
+    assert failed["label consistency, lowest label (Bald)"] == ["r2"]
+    assert failed["do(Bald=1): images read as bald"] == ["r2"]
+    assert failed["do(Wearing_Lipstick=1): images read as male"] == ["r2"]
+    assert failed["Wearing_Lipstick=1: images read as male"] == ["r2"]
+    assert failed["Fréchet distance, observational / floor"] == ["r2"]
+    assert failed["controller P(Male | Bald=1)"] == []
+    bald = targets["do(Bald=1): images read as bald"]
+    assert (bald["value"], bald["min"], bald["max"]) == pytest.approx((0.87, 0.84, 0.90))
+    assert "0.422" in targets["do(Bald=1): images read as male"]["goal"]
 
 
 # ----------------------------------------------------------------------------- the report
 def test_report_on_a_tiny_run_writes_every_file(tiny_run, capsys):
-    code = fidelity.main(["--load_path", str(tiny_run), "--n", "40", "--label_samples", "2000",
-                          "--quiet"])
+    code = fidelity_report.main(["--load_path", str(tiny_run), "--n", "40", "--label_samples",
+                                 "2000", "--quiet"])
     assert code == 0
     out = tiny_run / "fidelity"
-    for name in ("report.md", "summary.json", "classifier.csv", "classifier_subgroups.csv",
-                 "controller.csv", "consistency.csv", "headline_pairs.csv", "classifier.png",
-                 "controller.png", "consistency.png", "headline_pairs.png",
-                 "intvcond_Bald=1.png", "intvcond_Wearing_Lipstick=1.png"):
+    for name in ("report.md", "summary.json", "readers.csv", "readers_subgroups.csv",
+                 "controller.csv", "consistency.csv", "consistency_by_reader.csv",
+                 "headline_pairs.csv", "agreement.csv", "frechet.csv", "precision_recall.csv",
+                 "readers.png", "controller.png", "consistency.png", "headline_pairs.png",
+                 "frechet.png", "intvcond_Bald=1.png", "intvcond_Wearing_Lipstick=1.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["consistency"]) == set(GRAPH)
-    assert len(summary["targets"]) == 9
+    assert set(summary["readers"]) == {spec.name for spec in readers.PANEL}
+    # 2 consistency + 5 headline + observational and 6 do/cond Fréchet + controller
+    assert len(summary["targets"]) == 15
     assert summary["passed"] + summary["failed"] + sum(
-        t["status"] == "N/A" for t in summary["targets"]) == 9
-    assert {(p["target"], p["node"]) for p in summary["pairs"]} == set(fidelity.HEADLINE_PAIRS)
+        t["status"] == "N/A" for t in summary["targets"]) == 15
+    assert all(set(t["failed_readers"]) <= set(summary["readers"]) for t in summary["targets"])
+    assert {(p["target"], p["node"]) for p in summary["pairs"]} == set(
+        fidelity_targets.HEADLINE_PAIRS)
     male_bald = [p for p in summary["pairs"] if (p["target"], p["node"]) == ("Male", "Bald")][0]
     assert male_bald["do_reference"] == pytest.approx(0.422)
-    assert summary["diversity"]["ratio"] is None or summary["diversity"]["ratio"] >= 0
+    assert set(male_bald["do_by_reader"]) == set(summary["readers"])
+    sets = {row["set"] for row in summary["frechet"]["sets"]}
+    assert {"observational", "do(Bald=1)", "Bald=1", "Bald=1, Male=0"} <= sets
+    assert "scm.json" in summary["frechet"]["source"]
+    frechet = pd.read_csv(out / "frechet.csv")
+    assert set(frechet["reader"]) == set(summary["readers"]) and (frechet["frechet"] >= 0).all()
     report = (out / "report.md").read_text()
     assert "## Targets" in report and ("PASS" in report or "FAIL" in report)
+    assert "## 4. Distances to the true distributions" in report and "Wilson" in report
     printed = capsys.readouterr().out
-    assert "targets:" in printed and "label consistency" in printed
+    assert "targets (value = panel mean" in printed and "label consistency" in printed
+    assert "Fréchet floor" in printed
     assert len(pd.read_csv(out / "controller.csv")) == 4 * 2 * 3
 
 
-def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
+def test_report_refuses_a_folder_that_is_not_a_run_and_bad_sizes(tmp_path):
     with pytest.raises(UserError, match="not a run folder"):
-        fidelity.main(["--load_path", str(tmp_path)])
+        fidelity_report.main(["--load_path", str(tmp_path)])
+    with pytest.raises(UserError, match="--n must be at least 10"):
+        fidelity_report.main(["--load_path", str(tmp_path), "--n", "3"])
 
 
 def test_consistency_scalars_during_training(tiny_run, tmp_path):
@@ -341,9 +275,9 @@ def test_consistency_scalars_during_training(tiny_run, tmp_path):
     scalars = fidelity.consistency_scalars(trainer, n=72)
     assert scalars and set(scalars) <= set(trainer.label_names)
     assert all(0.0 <= v <= 1.0 for v in scalars.values())
-    # no cached classifier for this data set: nothing, at once
+    # no cached panel for this data set: nothing, at once
     bare = SimpleNamespace(model=trainer.model, dataset_dir=tmp_path, label_names=["Male"],
-                           config=SimpleNamespace(input_scale_size=SIZE), cc=trainer.cc)
+                           config=SimpleNamespace(input_scale_size=16), cc=trainer.cc)
     assert fidelity.consistency_scalars(bare) == {}
 
 
