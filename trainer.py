@@ -17,7 +17,7 @@ first k GPUs; ``--num_cpu_devices k`` splits the CPU into k logical devices and,
 multi-worker strategy. Every replica draws ``batch_size`` examples and its own controller
 labels; gradients and losses are averaged over replicas.
 
-Image models (``make_model``, the one place that maps ``--model_type`` to a class):
+Image models (``image_models.make_model`` maps ``--model_type`` to a class):
 CausalBEGAN (began) and CausalGAN (dcgan) offer the same interface, and the Trainer uses
 nothing else: ``make_train_function(strategy) -> fn(batch) -> metrics``, ``generate(labels,
 z_gen=None, round_labels=None)``, ``prepare_labels``, ``diagnostics(images, labels,
@@ -57,6 +57,7 @@ import data_loader
 import nonfinite
 from errors import UserError
 from figure_scripts.utils import save_grid
+from image_models import IMAGE_MODELS, make_model  # noqa: F401 (IMAGE_MODELS: re-exported)
 
 log = logging.getLogger("trainer")
 
@@ -65,23 +66,6 @@ CHECKPOINTS_KEPT = 5
 KEEP_EVERY_HOURS = 2.0
 SIGTERM_EXIT = 128 + signal.SIGTERM
 JIT_COMPILE = False  # XLA made the CPU step 3x slower (benchmarks/bench_began.py)
-IMAGE_MODELS = {  # --model_type -> (module, class)
-    "began": ("causal_began.CausalBEGAN", "CausalBEGAN"),
-    "dcgan": ("causal_dcgan.CausalGAN", "CausalGAN"),
-}
-
-
-def make_model(model_type: str, model_config, label_names, image_size: int, channels: int,
-               **kwargs):
-    """The image model of ``--model_type`` (build it inside the strategy's scope)."""
-    import importlib
-
-    if model_type not in IMAGE_MODELS:
-        raise UserError(f"--model_type {model_type!r} is unknown: use one of "
-                        f"{', '.join(IMAGE_MODELS)}.")
-    module, cls = IMAGE_MODELS[model_type]
-    return getattr(importlib.import_module(module), cls)(
-        model_config, label_names, image_size, channels, **kwargs)
 
 
 # ----------------------------------------------------------------------------- devices
