@@ -13,13 +13,19 @@ Command line::
     python toy_faces.py --grid docs/toyfaces_grid.png
 
 The dataset folder holds ``images/000001.jpg ...``, ``list_attr_celeba.txt`` (CelebA
-format) and ``scm.json`` (the graph and its tables). The same seed gives byte-identical
+format), ``scm.json`` (the graph and its tables) and ``exogenous.npz`` (each face's
+per-node uniforms and the seed of its nuisance: ``load_exogenous``). The same seed gives byte-identical
 files whatever the number of worker processes. Processes rendering the same folder at
 once take turns on a lock file beside it (``.<folder>.lock``, there only while one
 renders): the first renders, the others wait and then find the folder complete.
 
 ``render_labels(out, labels)`` draws a given table of label vectors the same way (e.g.
 rows of ``ToyFacesSCM.sample_conditional``, exact draws from P(labels | given) under do()).
+
+``counterfactual(folder, k, do={"Bald": 1})`` is face k's exact counterfactual: its
+noise through the intervened model (descendants recomputed, other nodes unchanged) and
+the same individual drawn with those labels (every nuisance draw happens whatever the
+labels, so nothing else moves). ``render_labels(..., nuisance=rows)`` draws many.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -147,10 +154,22 @@ class ToyFacesSCM:
     # -- sampling and exact probabilities -------------------------------------------------
     def sample(self, n: int, do: Mapping | None = None, seed=None) -> pd.DataFrame:
         """``n`` label vectors (0/1, one column per node); ``do`` fixes nodes."""
+        return self.solve(self.draw_noise(n, seed), do)
+
+    def draw_noise(self, n: int, seed=None) -> np.ndarray:
+        """The exogenous noise ``sample(n, seed=seed)`` uses: [n, nodes] ~ U[0, 1)."""
+        return np.random.default_rng(seed).random((n, len(self.nodes)))
+
+    def solve(self, noise: np.ndarray, do: Mapping | None = None) -> pd.DataFrame:
+        """The label vectors of the individuals whose exogenous noise is ``noise`` [n,
+        nodes] under ``do``: each node not intervened on is ``1[u_node < p(parents)]``, so
+        with the same noise only the intervened nodes and their descendants can change
+        (the exact counterfactual)."""
         do = self._check_assignment(do, "do")
-        rng = np.random.default_rng(seed)
-        noise = rng.random((n, len(self.nodes)))
-        states = np.zeros((n, len(self.nodes)), dtype=np.int64)
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.ndim != 2 or noise.shape[1] != len(self.nodes):
+            raise ValueError(f"noise must have shape [n, {len(self.nodes)}], got {noise.shape}")
+        states = np.zeros(noise.shape, dtype=np.int64)
         for j, (node, parents) in enumerate(self.graph):
             if node in do:
                 states[:, j] = do[node]
@@ -267,6 +286,23 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def _hair_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(young hair, grey hair): both read from the same draws of ``rng``, which then
+    continues where the young colour's draws end, whatever the face's age.
+
+    The faces rendered before this function existed drew only the colour of their age;
+    both colours' draws take the same two 64-bit words of the stream (numpy's bounded
+    integers for these small ranges reject a word with probability below 1e-7), so those
+    faces are unchanged, and changing Young no longer shifts the draws after the hair."""
+    start = rng.bit_generator.state
+    young = np.array(_YOUNG_HAIR[rng.integers(len(_YOUNG_HAIR))]) + rng.integers(-10, 11, 3)
+    after = rng.bit_generator.state
+    rng.bit_generator.state = start
+    grey = np.full(3, rng.integers(165, 215)) + rng.integers(-6, 7, 3)
+    rng.bit_generator.state = after
+    return young, grey
+
+
 def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Image:
     """Draw one 178x218 RGB face showing ``labels`` (node -> 0/1).
 
@@ -278,15 +314,13 @@ def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Im
     smiling, lipstick = labels["Smiling"], labels["Wearing_Lipstick"]
     mouth_open, narrow = labels["Mouth_Slightly_Open"], labels["Narrow_Eyes"]
 
-    # nuisance, drawn in a fixed order so the image depends on the rng stream only
+    # nuisance, drawn in a fixed order so the image depends on the rng stream only, and
+    # every draw happens whatever the labels (the same individual under other labels)
     background = _hsv_to_rgb(rng.random(), rng.uniform(0.25, 0.55), rng.uniform(0.55, 0.9))
     clothes = _hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.7), rng.uniform(0.3, 0.8))
     tone = rng.uniform(0.0, 0.85)
     skin = np.array([235, 200, 170]) * (1 - tone) + np.array([120, 80, 55]) * tone
-    if young:
-        hair = np.array(_YOUNG_HAIR[rng.integers(len(_YOUNG_HAIR))]) + rng.integers(-10, 11, 3)
-    else:
-        hair = np.full(3, rng.integers(165, 215)) + rng.integers(-6, 7, 3)
+    hair = _hair_colours(rng)[0 if young else 1]
     scale = rng.uniform(0.94, 1.06)
     dx, dy = rng.uniform(-3, 3), rng.uniform(-3, 3)
 
@@ -392,14 +426,14 @@ def _image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def _render_chunk(job: tuple[str, int, int, np.ndarray]) -> int:
-    """Worker: render images ``start+1 ...`` of the given label rows into ``folder``."""
-    folder, seed, start, rows = job
+def _render_chunk(job: tuple[str, int, int, np.ndarray, np.ndarray]) -> int:
+    """Worker: render images ``start+1 ...`` of the given label rows into ``folder``, each
+    with the nuisance of its entry of ``nuisance`` (a face index under ``seed``)."""
+    folder, seed, start, rows, nuisance = job
     for offset, row in enumerate(rows):
-        index = start + offset
         labels = dict(zip(NODES, (int(v) for v in row), strict=True))
-        image = render_face(labels, _image_rng(seed, index))
-        image.save(os.path.join(folder, image_name(index)), quality=JPEG_QUALITY)
+        image = render_face(labels, _image_rng(seed, int(nuisance[offset])))
+        image.save(os.path.join(folder, image_name(start + offset)), quality=JPEG_QUALITY)
     return len(rows)
 
 
@@ -556,12 +590,15 @@ def ensure_dataset(out, n: int = 20000, seed: int = 0, workers: int | None = Non
     return True
 
 
-def render_labels(out, labels: pd.DataFrame, seed: int = 0, progress: bool = False) -> Path:
+def render_labels(out, labels: pd.DataFrame, seed: int = 0, progress: bool = False,
+                  nuisance: Sequence[int] | None = None) -> Path:
     """Render one face per row of ``labels`` (0/1 columns, at least every node of NODES)
-    into ``out``: images/ and list_attr_celeba.txt in the dataset's format, no scm.json
-    (the labels come from the caller, e.g. ``ToyFacesSCM.sample_conditional``). Face k's
-    nuisance is drawn from (``seed``, k) as in ``render_dataset``. Renders in this process
-    (about 1 ms a face); ``out`` must not hold a dataset yet."""
+    into ``out``: images/, list_attr_celeba.txt and exogenous.npz (nuisance only) in the
+    dataset's format, no scm.json (the labels come from the caller, e.g.
+    ``ToyFacesSCM.sample_conditional``). Face k's nuisance is drawn from (``seed``, k) as
+    in ``render_dataset``, or from (``seed``, ``nuisance[k]``): the individual of face
+    ``nuisance[k]`` of a data set rendered with ``seed``, drawn with other labels.
+    Renders in this process (about 1 ms a face); ``out`` must not hold a dataset yet."""
     out = Path(out)
     missing = [node for node in NODES if node not in labels.columns]
     if missing:
@@ -569,8 +606,10 @@ def render_labels(out, labels: pd.DataFrame, seed: int = 0, progress: bool = Fal
     with _dataset_lock(out):
         if is_complete(out):
             raise FileExistsError(f"{out} already holds a dataset")
+        if nuisance is not None and len(nuisance) != len(labels):
+            raise ValueError(f"{len(nuisance)} nuisance indices for {len(labels)} label rows")
         return _write(out, labels[list(NODES)].reset_index(drop=True), seed, 1, progress,
-                      False, None)
+                      False, None, nuisance=nuisance)
 
 
 def _render(out: Path, n: int, seed: int, workers: int | None, progress: bool,
@@ -580,14 +619,18 @@ def _render(out: Path, n: int, seed: int, workers: int | None, progress: bool,
     use_pool = workers > 1 and n > 2 * _CHUNK
     if use_pool and "tensorflow" in sys.modules:
         return _render_in_subprocess(out, n, seed, workers, progress, overwrite, scm)
-    labels = scm.sample(n, seed=seed)
-    return _write(out, labels, seed, workers if use_pool else 1, progress, overwrite, scm)
+    noise = scm.draw_noise(n, seed)
+    labels = scm.solve(noise)
+    return _write(out, labels, seed, workers if use_pool else 1, progress, overwrite, scm,
+                  noise)
 
 
 def _write(out: Path, labels: pd.DataFrame, seed: int, workers: int, progress: bool,
-           overwrite: bool, scm: ToyFacesSCM | None) -> Path:
+           overwrite: bool, scm: ToyFacesSCM | None, noise: np.ndarray | None = None,
+           nuisance: np.ndarray | None = None) -> Path:
     """Render the rows of ``labels`` (``workers`` > 1: in a pool) into a hidden sibling
-    folder, write the attribute file (and ``scm``'s scm.json), then publish it as ``out``."""
+    folder, write the attribute file, exogenous.npz (and ``scm``'s scm.json), then publish
+    it as ``out``. Row k's nuisance is face ``nuisance[k]`` of ``seed`` (default k)."""
     from tqdm import tqdm
 
     n = len(labels)
@@ -598,7 +641,9 @@ def _write(out: Path, labels: pd.DataFrame, seed: int, workers: int, progress: b
     try:
         (tmp / "images").mkdir()
         rows = labels[list(NODES)].to_numpy()
-        jobs = [(str(tmp / "images"), seed, s, rows[s : s + _CHUNK]) for s in range(0, n, _CHUNK)]
+        nuisance = np.arange(n) if nuisance is None else np.asarray(nuisance, np.int64)
+        jobs = [(str(tmp / "images"), seed, s, rows[s : s + _CHUNK], nuisance[s : s + _CHUNK])
+                for s in range(0, n, _CHUNK)]
         bar = tqdm(total=n, desc="rendering toy faces", unit="img", disable=not progress)
         with bar:
             if workers <= 1:
@@ -610,6 +655,7 @@ def _write(out: Path, labels: pd.DataFrame, seed: int, workers: int, progress: b
                         bar.update(done)
         names = scm.nodes if scm is not None else list(labels.columns)
         (tmp / "list_attr_celeba.txt").write_text(attribute_text(names, labels))
+        Exogenous(names, noise, seed, nuisance).save(tmp / EXOGENOUS_FILE)
         if scm is not None:
             scm.to_json(tmp / "scm.json")
         aside = publish_folder(tmp, out, remove_old=overwrite)
@@ -619,6 +665,105 @@ def _write(out: Path, labels: pd.DataFrame, seed: int, workers: int, progress: b
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Exogenous noise and exact counterfactuals
+# --------------------------------------------------------------------------------------
+
+EXOGENOUS_FILE = "exogenous.npz"
+
+
+@dataclass
+class Exogenous:
+    """Everything random about the faces of a data set, one row per face.
+
+    ``u`` [n, nodes] are the SCM's per-node uniforms (None when the labels came from the
+    caller, ``render_labels``); face k's nuisance (colours, size, shift) is drawn from
+    ``default_rng([seed, index[k]])``. With both, ``ToyFacesSCM.solve(u)`` gives the
+    attribute file's labels and ``render_face`` its images, exactly.
+    """
+
+    nodes: list[str]
+    u: np.ndarray | None
+    seed: int
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def save(self, path) -> None:
+        arrays = {"nodes": np.array(self.nodes), "seed": np.int64(self.seed),
+                  "index": np.asarray(self.index, np.int64)}
+        if self.u is not None:
+            arrays["u"] = np.asarray(self.u, np.float64)
+        with open(path, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+    @classmethod
+    def load(cls, path) -> Exogenous:
+        with np.load(path) as data:
+            return cls([str(n) for n in data["nodes"]],
+                       data["u"] if "u" in data.files else None, int(data["seed"]),
+                       data["index"])
+
+
+def load_exogenous(folder, seed: int = 0) -> Exogenous:
+    """The exogenous noise of the data set in ``folder``: its exogenous.npz, or for a set
+    rendered before that file existed, the noise of ``seed`` (the default seed of
+    ``render_dataset`` and ``main.py``) once it is checked to give every label of the
+    attribute file. ValueError when neither is there."""
+    folder = Path(folder)
+    if (folder / EXOGENOUS_FILE).is_file():
+        return Exogenous.load(folder / EXOGENOUS_FILE)
+    import data_loader
+
+    if not (folder / "scm.json").is_file() or not is_complete(folder):
+        raise ValueError(f"{folder} holds no toy faces data set with its noise ({EXOGENOUS_FILE} "
+                         "or scm.json are missing)")
+    scm = ToyFacesSCM.from_json(folder / "scm.json")
+    attr = data_loader.read_attributes(folder / "list_attr_celeba.txt")
+    noise = scm.draw_noise(len(attr), seed)
+    if not np.array_equal(scm.solve(noise).to_numpy(), attr[scm.nodes].to_numpy()):
+        raise ValueError(f"{folder} has no {EXOGENOUS_FILE} and its labels are not those of "
+                         f"seed {seed}: render it again (python toy_faces.py --out {folder} "
+                         "--overwrite --seed <its seed>) to store its noise")
+    log.info("%s: no %s; the noise of seed %d gives all %d label rows", folder,
+             EXOGENOUS_FILE, seed, len(attr))
+    return Exogenous(list(scm.nodes), noise, seed, np.arange(len(attr)))
+
+
+@dataclass
+class Counterfactual:
+    """One face under an intervention: its labels (node -> 0/1) and its image."""
+
+    labels: dict[str, int]
+    image: Image.Image
+
+
+def counterfactual(source, face: int, do: Mapping | None = None,
+                   scm: ToyFacesSCM | None = None) -> Counterfactual:
+    """The exact counterfactual of face ``face`` (0-based row) under ``do``: the same
+    exogenous noise through the intervened model (the nodes in ``do`` set, their
+    descendants recomputed, every other node unchanged) and the same individual drawn
+    with those labels. ``source``: a data set folder (its scm.json unless ``scm`` is
+    given) or an ``Exogenous`` (then ``scm`` defaults to the toy faces' model). An empty
+    ``do`` gives the face itself, image byte for byte."""
+    if isinstance(source, Exogenous):
+        exogenous, scm = source, scm or default_scm()
+    else:
+        exogenous = load_exogenous(source)
+        scm = scm or ToyFacesSCM.from_json(Path(source) / "scm.json")
+    if exogenous.u is None:
+        raise ValueError("these faces' labels were given, not drawn: there is no noise "
+                         "to recompute them from")
+    if not 0 <= int(face) < len(exogenous):
+        raise ValueError(f"face {face} is not a row of the {len(exogenous)} faces")
+    noise = exogenous.u[int(face)][[exogenous.nodes.index(n) for n in scm.nodes]]
+    row = scm.solve(noise[None, :], do).iloc[0]
+    labels = {node: int(row[node]) for node in scm.nodes}
+    return Counterfactual(labels, render_face(labels, _image_rng(exogenous.seed,
+                                                                 int(exogenous.index[face]))))
 
 
 # --------------------------------------------------------------------------------------

@@ -232,3 +232,131 @@ def test_grid(tmp_path):
     with Image.open(path) as image:
         assert image.size[0] > 6 * 64 and image.size[1] > 4 * 64
     assert path.stat().st_size < 200_000
+
+
+# -- exogenous noise and exact counterfactuals ------------------------------------------
+
+# sha256 (first 16 hex digits) of render_face's pixels for the first six faces of seed 0,
+# measured before the hair's draws were made independent of Young: the faces are unchanged
+PINNED_FACES = ["b48117e8d6160eea", "df1c07492bc8dd9b", "9ac94ebf6b0ce018",
+                "a0e81cfaf9387a5e", "5b92859746958a36", "3d54015929f503d2"]
+
+
+def _pixels_digest(image):
+    import hashlib
+
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()[:16]
+
+
+def test_faces_of_existing_seeds_are_unchanged():
+    labels = default_scm().sample(6, seed=0)
+    assert labels["Young"].tolist() == [1, 0, 1, 0, 1, 0]  # both hair branches pinned
+    digests = [_pixels_digest(toy_faces.render_face(row.to_dict(), toy_faces._image_rng(0, k)))
+               for k, row in labels.iterrows()]
+    assert digests == PINNED_FACES
+
+
+def test_nuisance_draws_do_not_depend_on_the_labels():
+    """Whatever the labels, render_face leaves the face's stream at the same place."""
+    states = []
+    for labels in ({n: 0 for n in NODES}, {n: 1 for n in NODES},
+                   {**{n: 0 for n in NODES}, "Young": 1}, {**{n: 1 for n in NODES}, "Young": 0}):
+        for index in range(50):
+            rng = np.random.default_rng([3, index])
+            toy_faces.render_face(labels, rng)
+            states.append((index, rng.random()))
+    assert states[:50] == states[50:100] == states[100:150] == states[150:]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    return toy_faces.render_dataset(tmp_path_factory.mktemp("exo") / "toy", n=40, seed=3,
+                                    workers=1, progress=False)
+
+
+def test_the_label_file_matches_the_stored_noise(rendered, scm):
+    import data_loader
+
+    exogenous = toy_faces.Exogenous.load(rendered / toy_faces.EXOGENOUS_FILE)
+    assert exogenous.nodes == list(NODES) and exogenous.seed == 3
+    np.testing.assert_array_equal(exogenous.index, np.arange(40))
+    np.testing.assert_array_equal(exogenous.u, scm.draw_noise(40, 3))
+    table = data_loader.read_attributes(rendered / "list_attr_celeba.txt")
+    np.testing.assert_array_equal(scm.solve(exogenous.u).to_numpy(), table.to_numpy())
+
+
+def test_the_null_intervention_renders_the_identical_image(rendered):
+    import io
+
+    import data_loader
+
+    table = data_loader.read_attributes(rendered / "list_attr_celeba.txt")
+    for face in (0, 17, 39):
+        cf = toy_faces.counterfactual(rendered, face, {})
+        assert cf.labels == {n: int(table.iloc[face][n]) for n in NODES}
+        encoded = io.BytesIO()
+        cf.image.save(encoded, format="JPEG", quality=toy_faces.JPEG_QUALITY)
+        assert encoded.getvalue() == (rendered / "images" / toy_faces.image_name(face)).read_bytes()
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_do_changes_only_the_node_and_its_descendants(rendered, scm, node):
+    from types import SimpleNamespace
+
+    from figure_scripts.sample import descendants
+
+    below = set(descendants(SimpleNamespace(graph=scm.graph, label_names=scm.nodes), node))
+    changed_below = 0
+    for face in range(40):
+        before = toy_faces.counterfactual(rendered, face, {})
+        for value in (0, 1):
+            after = toy_faces.counterfactual(rendered, face, {node: value})
+            assert after.labels[node] == value
+            for other in NODES:
+                if other != node and other not in below:
+                    assert after.labels[other] == before.labels[other], (face, node, other)
+            changed_below += sum(after.labels[n] != before.labels[n] for n in below)
+            a, b = np.asarray(before.image, int), np.asarray(after.image, int)
+            # the same individual: background and clothes (outside the head) do not move
+            assert (a[:40] == b[:40]).all() and (a[-20:] == b[-20:]).all()
+    if node == "Male":
+        assert changed_below > 0  # descendants are recomputed, not copied
+
+
+def test_many_counterfactuals_are_rendered_as_a_set(rendered, tmp_path):
+    """render_labels with the faces' nuisance redraws those individuals exactly."""
+    exogenous = toy_faces.load_exogenous(rendered)
+    rows = [5, 2, 30]
+    labels = default_scm().solve(exogenous.u[rows], {"Eyeglasses": 1})
+    out = toy_faces.render_labels(tmp_path / "cf", labels, seed=exogenous.seed, nuisance=rows)
+    for k, face in enumerate(rows):
+        expected = toy_faces.counterfactual(rendered, face, {"Eyeglasses": 1})
+        with Image.open(out / "images" / toy_faces.image_name(k)) as image:
+            drawn = np.asarray(image, int)
+        jpeg = np.asarray(_jpeg(expected.image), int)
+        np.testing.assert_array_equal(drawn, jpeg)
+    stored = toy_faces.load_exogenous(out)
+    assert stored.u is None and stored.index.tolist() == rows
+    with pytest.raises(ValueError, match="given, not drawn"):
+        toy_faces.counterfactual(stored, 0, {})
+
+
+def _jpeg(image):
+    import io
+
+    encoded = io.BytesIO()
+    image.save(encoded, format="JPEG", quality=toy_faces.JPEG_QUALITY)
+    return Image.open(io.BytesIO(encoded.getvalue()))
+
+
+def test_a_set_rendered_before_the_noise_was_stored_recovers_it(tmp_path, scm):
+    seed0 = toy_faces.render_dataset(tmp_path / "a", n=12, seed=0, workers=1, progress=False)
+    (seed0 / toy_faces.EXOGENOUS_FILE).unlink()
+    exogenous = toy_faces.load_exogenous(seed0)
+    np.testing.assert_array_equal(exogenous.u, scm.draw_noise(12, 0))
+    seed1 = toy_faces.render_dataset(tmp_path / "b", n=12, seed=1, workers=1, progress=False)
+    (seed1 / toy_faces.EXOGENOUS_FILE).unlink()
+    with pytest.raises(ValueError, match="render it again"):
+        toy_faces.load_exogenous(seed1)
+    with pytest.raises(ValueError, match="not a row"):
+        toy_faces.counterfactual(seed0, 12, {})
