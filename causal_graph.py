@@ -187,9 +187,20 @@ def get_causal_graph(causal_model):
                     "(or give a path to a JSON graph file)")
 
 
-def parents_dict(graph):
-    """{node: [parents]} of a graph."""
-    return {node: list(parents) for node, parents in graph}
+def descendants(graph, node: str) -> list[str]:
+    """The nodes that have ``node`` as an ancestor in ``graph`` [(node, [parents])], in the
+    graph's order (any order of the graph's rows gives the same set)."""
+    children: dict[str, list[str]] = {}
+    for child, parents in graph:
+        for parent in parents:
+            children.setdefault(parent, []).append(child)
+    found, todo = set(), [node]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return [name for name, _ in graph if name in found]
 
 
 def node_names(graph):

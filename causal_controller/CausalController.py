@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from errors import UserError
+from nets import glorot_uniform, lrelu
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,6 @@ _MAX_ROUND = 1 << 18  # most samples drawn in one rejection round
 _LOGIT_CLIP = 1e-6  # labels set by an intervention report logit(clip(v, eps, 1 - eps))
 
 
-def lrelu(x: tf.Tensor) -> tf.Tensor:
-    """Leaky ReLU of the reference, max(x, 0.2 x)."""
-    return tf.maximum(x, 0.2 * x)
-
-
 def dense_stack(h: tf.Tensor, weights, biases) -> tf.Tensor:
     """Fully connected layers with lrelu between them and a linear last layer."""
     last = len(weights) - 1
@@ -60,12 +56,6 @@ def dense_stack(h: tf.Tensor, weights, biases) -> tf.Tensor:
         if i < last:
             h = lrelu(h)
     return h
-
-
-def glorot_uniform(shape: Sequence[int], rng: tf.random.Generator) -> tf.Tensor:
-    """Glorot (Xavier) uniform initial values for a [fan_in, fan_out] matrix."""
-    limit = float(np.sqrt(6.0 / (shape[0] + shape[1])))
-    return rng.uniform(shape, -limit, limit, dtype=tf.float32)
 
 
 def topological_order(graph: Sequence[tuple[str, Sequence[str]]]) -> list[int]:
@@ -119,7 +109,7 @@ class CausalNode(tf.Module):
         n_in = n_hidden + len(self.parents)
         widths = [n_in] + [n_hidden] * (n_layers - 1) + [1]
         self.weights = [
-            tf.Variable(glorot_uniform([a, b], rng), name=f"w{i}")
+            tf.Variable(glorot_uniform([a, b], a, b, rng), name=f"w{i}")
             for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
         ]
         self.biases = [

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from causal_controller.CausalController import dense_stack, glorot_uniform
+from causal_controller.CausalController import dense_stack
+from nets import glorot_uniform
 
 
 class DiscriminatorW(tf.Module):
@@ -24,7 +25,7 @@ class DiscriminatorW(tf.Module):
         super().__init__(name=name)
         widths = [n_in] + [n_hidden] * (n_layers - 1) + [1]
         self.weights = [
-            tf.Variable(glorot_uniform([a, b], rng), name=f"w{i}")
+            tf.Variable(glorot_uniform([a, b], a, b, rng), name=f"w{i}")
             for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
         ]
         self.biases = [tf.Variable(tf.zeros([b]), name=f"b{i}") for i, b in enumerate(widths[1:])]

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from causal_graph import descendants
 from errors import UserError
 from figure_scripts import frechet
 from figure_scripts.fidelity_targets import HEADLINE_PAIRS, evaluate_targets, pair_verdict
@@ -56,21 +57,6 @@ GRID_IMAGES = 10  # images kept per generated set for the intvcond grids
 def _fraction(values) -> float:
     values = np.asarray(values).reshape(-1)
     return float(np.mean(values > 0.5)) if values.size else float("nan")
-
-
-def descendants(graph: Sequence[tuple[str, Sequence[str]]], node: str) -> set[str]:
-    """The nodes that have ``node`` as an ancestor in ``graph`` [(node, [parents])]."""
-    children: dict[str, list[str]] = {}
-    for child, parents in graph:
-        for parent in parents:
-            children.setdefault(parent, []).append(child)
-    found, todo = set(), [node]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def toy_scm(dataset_dir):

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+import causal_graph
 from errors import UserError
 
 log = logging.getLogger(__name__)
@@ -112,12 +113,9 @@ def image_model(trainer):
 
 
 def descendants(cc, node: str) -> list[str]:
-    """The nodes downstream of ``node`` in the controller's graph, in topological order."""
-    below = {node}
-    for name, parents in cc.graph:
-        if any(p in below for p in parents):
-            below.add(name)
-    return [name for name in cc.label_names if name in below and name != node]
+    """The nodes downstream of ``node`` in the controller's graph, in the controller's order."""
+    below = set(causal_graph.descendants(cc.graph, node))
+    return [name for name in cc.label_names if name in below]
 
 
 def logit_medians(cc, n: int = MEDIAN_SAMPLES, seed: int = 0) -> dict[str, tuple[float, float]]:

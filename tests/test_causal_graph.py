@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import causal_graph
 from causal_graph import CELEBA_ATTRIBUTES, GRAPHS, get_causal_graph, validate_graph
 from errors import UserError
 
@@ -111,3 +112,15 @@ def test_bad_json_graphs(tmp_path, content, message):
 def test_missing_json_file(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         get_causal_graph(str(tmp_path / "nope.json"))
+
+
+def test_descendants_follow_every_path_in_the_graphs_order():
+    graph = causal_graph.get_causal_graph("big_causal_graph")
+    below = causal_graph.descendants(graph, "Male")
+    assert "Bald" in below and "Male" not in below
+    names = [n for n, _ in graph]
+    assert below == sorted(below, key=names.index)
+    # a chain listed bottom-up still yields the whole chain
+    chain = [("C", ["B"]), ("B", ["A"]), ("A", [])]
+    assert causal_graph.descendants(chain, "A") == ["C", "B"]
+    assert causal_graph.descendants(chain, "C") == []
