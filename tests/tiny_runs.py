@@ -3,7 +3,7 @@
 ``tiny_run(tmp_path_factory, kind)`` returns the folder of a run on 48 toy faces over
 big_causal_graph: ``"dcgan"`` a controller pretrained for 30 iterations and a CausalGAN
 at 16x16 saved beside it (untrained: the tests need a checkpoint, not good faces),
-``"controller"`` the controller alone. The xdist workers of one pytest run share them (a
+``"controller"`` a run of that controller alone (``--pt_load_path``, no image model). The xdist workers of one pytest run share them (a
 folder beside theirs, a lock file), so each is built once. Treat them as read-only:
 copy one before changing it.
 """
@@ -18,13 +18,10 @@ from pathlib import Path
 
 TINY = ["--causal_model", "big_causal_graph", "--dataset", "toyfaces", "--num_gpu", "0",
         "--cc_n_layers", "2", "--cc_n_hidden", "4", "--n_critic", "2", "--critic_layers", "3",
-        "--num_worker", "1", "--figure_ext", "png", "--log_step", "10", "--batch_size", "4",
-        "--is_pretrain", "True", "--pretrain_iter", "30", "--min_pretrain_iter", "30"]
-KINDS = {
-    "dcgan": ["--model_type", "dcgan", "--input_scale_size", "16", "--gf_dim", "16",
-              "--df_dim", "4", "--z_dim", "4"],
-    "controller": [],
-}
+        "--num_worker", "1", "--figure_ext", "png", "--log_step", "10", "--batch_size", "4"]
+DCGAN = ["--is_pretrain", "True", "--pretrain_iter", "30", "--min_pretrain_iter", "30",
+         "--model_type", "dcgan", "--input_scale_size", "16", "--gf_dim", "16",
+         "--df_dim", "4", "--z_dim", "4"]
 
 
 def shared_root(tmp_path_factory) -> Path:
@@ -50,10 +47,15 @@ def tiny_run(tmp_path_factory, kind: str = "dcgan") -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready = root / kind / "ready"
         if not ready.is_file():
-            with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
-                trainer = main.get_trainer([*TINY, *KINDS[kind], "--data_dir", str(data),
+            flags = DCGAN if kind == "dcgan" else [
+                "--pt_load_path", str(tiny_run(tmp_path_factory) / "controller" / "checkpoints")]
+            with contextlib.redirect_stderr(io.StringIO()), \
+                    contextlib.redirect_stdout(io.StringIO()):  # progress bar, TVD line
+                trainer = main.get_trainer([*TINY, *flags, "--data_dir", str(data),
                                             "--log_dir", str(logs)])
                 main.main(trainer)
+                if kind != "dcgan":
+                    trainer.save()
             trainer.summary_writer.close()
             ready.write_text(str(trainer.model_dir))
         return Path(ready.read_text())

@@ -1,0 +1,117 @@
+"""api.py: every example of docs/API.md, the fixed individuals, the truth, bad requests."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_runs import tiny_run
+
+import api
+from errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC_RUN = "logs/toyfaces_1203_101500"  # the run folder the examples name
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tiny_run(tmp_path_factory, "dcgan")
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
+    return api.open_run(run_dir)
+
+
+def doc_examples() -> list[str]:
+    text = (ROOT / "docs" / "API.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_every_example_of_the_api_doc_runs(run_dir, tmp_path, monkeypatch, capsys):
+    examples = doc_examples()
+    assert len(examples) >= 8
+    monkeypatch.chdir(tmp_path)  # the examples' files land here
+    namespace = {}
+    for i, code in enumerate(examples):
+        code = code.replace(DOC_RUN, str(run_dir))
+        exec(compile(code, f"docs/API.md example {i + 1}", "exec"), namespace)  # noqa: S102
+    for name in ("do_bald.png", "bald_1_0_none.png"):
+        assert (tmp_path / name).stat().st_size > 200
+    out = capsys.readouterr().out
+    assert "Nose is not a node" in out and "almost never meets" in out
+
+
+def test_the_same_seed_gives_the_same_individuals(run):
+    a = run.sample(do={"Bald": 1}, n=6, seed=3)
+    b = run.sample(do={"Bald": 1}, n=6, seed=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    c = run.sample(do={"Bald": 0}, n=4, seed=3)  # fewer rows: the first ones, other do
+    np.testing.assert_array_equal(a.z_gen[:4], c.z_gen)
+    np.testing.assert_array_equal(a.values[:4, :3], c.values[:, :3])  # Young, Male, Eyeglasses
+    assert (a.labels.Bald[:4] == 1).all() and (c.labels.Bald == 0).all()
+    other = run.sample(do={"Bald": 1}, n=6, seed=4)
+    assert not np.array_equal(a.z_gen, other.z_gen)
+
+
+def test_sample_same_is_sample_with_one_seed(run):
+    same = run.sample_same([{"Mustache": 1}, None], n=5, seed=1)
+    assert same.interventions == [{"Mustache": 1.0}, {}]
+    np.testing.assert_array_equal(same.samples[1].images, run.sample(n=5, seed=1).images)
+    assert same.grid().shape == (2 * 18 + 2, 5 * 18 + 2, 3)  # 16 px cells, 2 px padding
+    assert list(same.labels.columns[:2]) == ["intervention", "row"] and len(same.labels) == 10
+    with pytest.raises(UserError, match="list of do-dictionaries"):
+        run.sample_same({"Bald": 1})
+
+
+def test_probabilities_match_the_controller_and_the_exact_model(run):
+    p = run.probabilities(do={"Bald": 1}, draws=20_000, seed=5)
+    labels, _ = run.saved.cc.sample(20_000, do_labels={"Bald": 1.0}, seed=5)
+    np.testing.assert_allclose(p["model"], (labels.numpy() > 0.5).mean(axis=0))
+    scm = run.saved.scm
+    assert p.loc["Smiling", "truth"] == pytest.approx(scm.prob({"Smiling": 1}, do={"Bald": 1}))
+    assert p.loc["Bald", "model"] == 1.0 and np.isnan(p["data"]).all()  # no data under do
+    q = run.probabilities(cond={"Young": 1})
+    attr = run.saved.attr
+    assert q.loc["Male", "data"] == pytest.approx(attr.loc[attr.Young == 1, "Male"].mean())
+    assert q.loc["Young", "model"] == 1.0
+
+
+def test_without_an_exact_model_the_truth_is_nan(run_dir, monkeypatch):
+    other = api.open_run(run_dir)
+    monkeypatch.setattr(type(other.saved), "scm", None)  # as on CelebA
+    assert np.isnan(other.probabilities()["truth"]).all()
+    assert not other.has_truth
+
+
+def test_a_controller_only_run_has_labels_and_probabilities(tmp_path_factory):
+    run = api.open_run(tiny_run(tmp_path_factory, "controller"))
+    s = run.sample(do={"Male": 0}, n=3)
+    assert s.images is None and (s.labels["Male"] == 0).all()
+    assert run.probabilities(do={"Male": 0}).loc["Male", "model"] == 0.0
+    with pytest.raises(UserError, match="controller only"):
+        s.grid()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(do={"Nose": 1}), "Nose is not a node of this run's causal graph"),
+    (dict(cond={"Bald": 2}), r"cond\['Bald'\] = 2: give 0 or 1"),
+    (dict(do={"Bald": -1}), r"do\['Bald'\] = -1"),
+    (dict(do=[("Bald", 1)]), "must be a dictionary"),
+    (dict(n=0), "at least 1"),
+    (dict(do={"Male": 1}, cond={"Male": 0}), "almost never meets the condition Male=0 under do"),
+])
+def test_bad_requests_are_user_errors(run, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        run.sample(**kwargs)
+
+
+def test_a_rare_condition_of_the_probabilities_is_refused(run):
+    with pytest.raises(UserError, match="almost never meets"):
+        run.probabilities(do={"Bald": 1}, cond={"Bald": 0})
+
+
+def test_counterfactuals_wait_for_their_method(run):
+    with pytest.raises(UserError, match="issue #22"):
+        run.counterfactuals(np.zeros([1, 16, 16, 3]), {"Bald": 1})
