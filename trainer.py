@@ -103,6 +103,17 @@ def is_multi_worker() -> bool:
     return sum(len(tasks) for tasks in cluster.values()) > 1
 
 
+def gpu_count() -> int:
+    """The GPUs replicas can use: each physical GPU, or the logical devices it was split
+    into before the Trainer was built (``benchmarks/gpu_check.py`` splits one GPU in two to
+    run two replicas on it). Reads the configuration only: TensorFlow is not initialised."""
+    count = 0
+    for gpu in tf.config.list_physical_devices("GPU"):
+        logical = tf.config.get_logical_device_configuration(gpu)
+        count += len(logical) if logical else 1
+    return count
+
+
 def make_strategy(config):
     """The tf.distribute strategy that the flags ask for (see the module docstring)."""
     num_gpu = int(getattr(config, "num_gpu", 1))
@@ -111,7 +122,7 @@ def make_strategy(config):
         split_cpu(num_cpu)
         return tf.distribute.MultiWorkerMirroredStrategy()
     split_cpu(num_cpu)
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = gpu_count()
     if num_gpu == 0:
         if num_cpu >= 2:
             return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_cpu)])
@@ -122,9 +133,9 @@ def make_strategy(config):
                         "(pass --num_gpu 0 to choose the CPU explicitly).")
             return cpu_strategy()
         return tf.distribute.OneDeviceStrategy("/gpu:0")
-    if len(gpus) < num_gpu:
+    if gpus < num_gpu:
         raise UserError(f"--num_gpu {num_gpu} asks for {num_gpu} GPUs but TensorFlow finds "
-                        f"{len(gpus)}. Use --num_gpu {len(gpus)} or fewer (0 = the CPU).")
+                        f"{gpus}. Use --num_gpu {gpus} or fewer (0 = the CPU).")
     return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(num_gpu)])
 
 
