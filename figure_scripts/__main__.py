@@ -31,6 +31,8 @@ FIGURES = {
                       "label means under do/cond vs the data (CSV and plots)"),
     "encode": ("figure_scripts.encode", "main",
                "counterfactuals of real faces (fit the inputs, then intervene)"),
+    "counterfactual": ("figure_scripts.counterfactual", "main",
+                       "counterfactuals of held-out faces measured (exact ones on toy faces)"),
     "tvd_plot": ("figure_scripts.tvd_plot", "main",
                  "controller TVD against iteration from runs' TensorBoard events"),
     "explore": ("figure_scripts.explore", "main",
