@@ -71,7 +71,7 @@ def _table_md(frame: pd.DataFrame, floats: str = "{:.3f}") -> str:
     def cell(v):
         if isinstance(v, (float, np.floating)):
             return floats.format(v) if np.isfinite(v) else "n/a"
-        return str(v)
+        return str(v).replace("|", "\\|")  # a "|" in a cell would split it
 
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
              "|" + "---|" * len(frame.columns)]
