@@ -398,7 +398,7 @@ function showPanel(which, panel) {
   return true;
 }
 function showBars(main, other) {
-  const rows = [];
+  const rows = [`<tr><th></th><th colspan="2">${main.title}</th><th colspan="2">${other.title}</th></tr>`];
   for (const name of INFO.labels) {
     let cells = `<th>${name}</th>`;
     for (const [which, panel] of [["main", main], ["compare", other]]) {
