@@ -43,9 +43,9 @@ import saved_run
 from errors import UserError
 
 MIN_ACCEPTANCE = 1e-3     # conditions met less often than this are refused
-POOL = 16_384             # controller draws per round of redrawing under a condition
+POOL = 8_192              # controller draws per round of redrawing under a condition
 MAX_POOLS = 16            # rounds before a condition is given up
-PROBABILITY_DRAWS = 50_000  # controller draws behind each probability (std. error <= 0.0023)
+PROBABILITY_DRAWS = 20_000  # controller draws behind each probability (std. error <= 0.0036)
 GRID_PADDING = 2          # black pixels between and around the cells of a grid
 
 

@@ -6,7 +6,7 @@ Without --load_path it builds a run with the demo's CausalGAN flags (32x32, batc
 benchmarks.demo_loop.DEMO_FLAGS) on 200 toy faces in a temporary folder and saves it
 untrained (the answer's cost does not depend on the weights). It then times
 ``Explorer.view`` (what the page asks on each click: two grids of 16 individuals, the
-choice and its comparison, two probability tables of 50,000 controller draws each, two
+choice and its comparison, two probability tables of 20,000 controller draws each, two
 PNGs) for a few choices, after one warm-up answer as the command gives before printing
 its address, and in the same run the baseline: the model's compiled ``generate`` of the
 same 32 images alone. The goal is under 1 s per answer on the 2-core CPU.
