@@ -10,6 +10,7 @@ Under IPython, ``%run main.py ...`` leaves ``trainer``, ``cc`` and ``model`` in 
 """
 
 import difflib
+import importlib
 import json
 import logging
 import os
@@ -44,6 +45,10 @@ from utils import (
 
 log = logging.getLogger("main")
 
+# The Trainer's figure-step metrics: the fidelity report's label consistency (the panel of
+# readers). Named, not imported: the core never imports figure_scripts, the leaf that is
+# built on it; the Trainer logs a warning and trains on when the metric cannot be measured.
+FIGURE_METRICS = "figure_scripts.fidelity:training_scalars"
 STUCK_STOP_SECONDS = 10.0  # a stop request waiting this long behind the input pipeline exits
 _run_dir = None  # the run folder once known, for messages
 
@@ -242,11 +247,18 @@ def seed_everything(seed):
     tf.random.set_seed(seed)
 
 
-def get_trainer(argv=None):
+def figure_metrics(trainer) -> dict:
+    """{TensorBoard tag: value} of ``FIGURE_METRICS`` for ``trainer`` (loaded on first use)."""
+    module, _, name = FIGURE_METRICS.partition(":")
+    return getattr(importlib.import_module(module), name)(trainer)
+
+
+def get_trainer(argv=None, figure_metrics=figure_metrics):
     """Parse the command line, validate it, create (or reopen) the run folder, build the Trainer.
 
     Nothing is written before the flags and the graph are valid, and a new run folder is
-    removed again when building the Trainer fails.
+    removed again when building the Trainer fails. ``figure_metrics`` goes to the Trainer
+    (None: no figure-step metrics).
     """
     argv = expand_flag_files(sys.argv[1:] if argv is None else list(argv))
     groups = parse_flags(argv)
@@ -274,7 +286,8 @@ def get_trainer(argv=None):
         seed_everything(config.seed)
         from trainer import Trainer
 
-        trainer = Trainer(config, cc_config, model_config, graph)
+        trainer = Trainer(config, cc_config, model_config, graph,
+                          figure_metrics=figure_metrics)
         if created is not None:
             save_configs(created, groups, graph)
             copy_code(created)

@@ -6,6 +6,7 @@
     run.cc, run.model                             restored; model is None for a
                                                   controller-only run
     run.step, run.controller_step, run.model_step the newest checkpoint's steps
+    run.overall_step(), run.figure_ext            as the Trainer names them
     run.model_dir, run.dataset_dir, run.checkpoint
     run.attr                                      the attribute table, or None (lazy)
     run.scm                                       the toy faces' exact model, or None
@@ -177,6 +178,15 @@ class SavedRun:
     def step(self) -> int:
         """The overall step (controller + image model), which names the run's figures."""
         return self.controller_step + self.model_step
+
+    def overall_step(self) -> int:
+        """``step``, under the Trainer's name (the figure functions take either)."""
+        return self.step
+
+    @property
+    def figure_ext(self) -> str:
+        """The run's --figure_ext (the suffix of its figures)."""
+        return str(getattr(self.config, "figure_ext", "") or "pdf")
 
     @property
     def batch_size(self) -> int:

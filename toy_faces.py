@@ -716,13 +716,13 @@ def load_exogenous(folder, seed: int = 0) -> Exogenous:
     folder = Path(folder)
     if (folder / EXOGENOUS_FILE).is_file():
         return Exogenous.load(folder / EXOGENOUS_FILE)
-    import data_loader
+    from attributes import read_attributes
 
     if not (folder / "scm.json").is_file() or not is_complete(folder):
         raise ValueError(f"{folder} holds no toy faces data set with its noise ({EXOGENOUS_FILE} "
                          "or scm.json are missing)")
     scm = ToyFacesSCM.from_json(folder / "scm.json")
-    attr = data_loader.read_attributes(folder / "list_attr_celeba.txt")
+    attr = read_attributes(folder / "list_attr_celeba.txt")
     noise = scm.draw_noise(len(attr), seed)
     if not np.array_equal(scm.solve(noise).to_numpy(), attr[scm.nodes].to_numpy()):
         raise ValueError(f"{folder} has no {EXOGENOUS_FILE} and its labels are not those of "

@@ -56,8 +56,8 @@ from tensorflow.core.framework import summary_pb2
 import data_loader
 import nonfinite
 from errors import UserError
-from figure_scripts.utils import save_grid
 from image_models import IMAGE_MODELS, make_model  # noqa: F401 (IMAGE_MODELS: re-exported)
+from utils import save_grid
 
 log = logging.getLogger("trainer")
 
@@ -249,8 +249,11 @@ class FixedInputs(tf.Module):
 class Trainer:
     """Builds and runs one experiment; see the module docstring for what lands where."""
 
-    def __init__(self, config, cc_config, model_config, graph):
+    def __init__(self, config, cc_config, model_config, graph, figure_metrics=None):
+        """figure_metrics: None, or a callable(trainer) -> {TensorBoard tag: value} measured
+        at every figure step (main.py passes the fidelity report's label consistency)."""
         self.config, self.cc_config, self.model_config = config, cc_config, model_config
+        self.figure_metrics = figure_metrics
         self.graph = [(node, list(parents)) for node, parents in graph]
         model_type = getattr(config, "model_type", "") or ""
         if model_config is None and model_type:
@@ -580,28 +583,23 @@ class Trainer:
         self.sample_diversity()
         if with_small_grids:
             self.causal_sampling([2, 10])
-        self.write_consistency()
+        self.write_figure_metrics()
 
-    def write_consistency(self) -> dict:
-        """Label consistency of generated images read by the independent classifier of the
-        fidelity report, as ``fidelity/consistency_<label>`` scalars; nothing when no
-        classifier is cached for this data set and size (``python -m figure_scripts
-        fidelity`` trains one)."""
-        from figure_scripts.fidelity import consistency_scalars
-
+    def write_figure_metrics(self) -> dict:
+        """The figure-step metrics that the Trainer was given (``figure_metrics``, e.g. the
+        fidelity report's label consistency, which main.py passes) as TensorBoard
+        scalars; {tag: value}, empty when none were given or they could not be measured."""
+        if self.figure_metrics is None:
+            return {}
         try:
-            values = consistency_scalars(self)
+            values = dict(self.figure_metrics(self))
         except Exception as err:  # a figure step must never end a long run
-            log.warning("label consistency not measured: %s", str(err).splitlines()[0][:200])
+            log.warning("figure-step metrics not measured: %s", str(err).splitlines()[0][:200])
             return {}
         step = self.overall_step()
         with self.summary_writer.as_default():
-            for name, value in values.items():
-                write_scalar(f"fidelity/consistency_{name}", value, step)
-        if values:
-            log.info("label consistency (independent classifier): mean %.3f, lowest %s %.3f",
-                     float(np.mean(list(values.values()))), *min(values.items(),
-                                                                  key=lambda kv: kv[1]))
+            for tag, value in values.items():
+                write_scalar(tag, value, step)
         return values
 
     # -- summaries

@@ -22,13 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 import causal_controller.config as cc_flags
+import label_stats
 from causal_controller.CausalController import CausalController
 from causal_controller.pretrain import ControllerPretrainer, load_controller, pretrain_loop
 from causal_graph import get_causal_graph
 from config import str2bool
 from data_loader import label_dataset, read_attributes
 from errors import UserError
-from figure_scripts import pairwise
 from toy_faces import default_scm
 
 
@@ -113,15 +113,15 @@ def main(argv=None) -> int:
     labels = labels.numpy()
     label_dict = {n: labels[:, i:i + 1] for i, n in enumerate(cc.label_names)}
     print(f"step {int(cc.step.numpy())}, {len(frame)} data rows, 500,000 samples")
-    print(f"  TVD vs data rows            {pairwise.calc_tvd(label_dict, frame):.4f}  (target <= 0.05)")
-    print(f"  TVD seen-only (reference)   {pairwise.tvd_seen_only(label_dict, frame):.4f}")
+    print(f"  TVD vs data rows            {label_stats.calc_tvd(label_dict, frame):.4f}  (target <= 0.05)")
+    print(f"  TVD seen-only (reference)   {label_stats.tvd_seen_only(label_dict, frame):.4f}")
     if toy and sorted(names) == sorted(scm.nodes):
         states, probs = scm.joint()
         print(f"  TVD vs exact toy SCM        "
-              f"{pairwise.tvd_exact(label_dict, states, probs, names=scm.nodes):.4f}")
+              f"{label_stats.tvd_exact(label_dict, states, probs, names=scm.nodes):.4f}")
         rows_states = {n: frame[n].to_numpy()[:, None] for n in names}
         print(f"  TVD data rows vs exact SCM  "
-              f"{pairwise.tvd_exact(rows_states, states, probs, names=scm.nodes):.4f}"
+              f"{label_stats.tvd_exact(rows_states, states, probs, names=scm.nodes):.4f}"
               "  (sampling noise of the rows)")
     truth = toy_truth(scm) if toy else None
     male = float(frame["Male"].mean()) if "Male" in frame else float("nan")

@@ -37,10 +37,10 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
+import label_stats
 import nonfinite
 from causal_controller.models import Critics
 from errors import UserError
-from figure_scripts import pairwise
 from utils import remove_leftovers, write_failure, write_text
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class ControllerPretrainer(tf.Module):
 
 class LabelCounter:
     """``counter(n, seed)``: int64 [2 ** n_nodes], entry c counting the controller samples
-    whose labels rounded at 0.5 read c in binary (bit i = node i, as ``pairwise.encode``
+    whose labels rounded at 0.5 read c in binary (bit i = node i, as ``label_stats.encode``
     numbers them). For graphs of up to HISTOGRAM_BITS nodes; deterministic given the seed.
 
     Made cheap because a TVD check's CPU time comes out of the training step's (which
@@ -553,11 +553,11 @@ def measure_tvd(cc, data: np.ndarray, n_samples: int = TVD_SAMPLES):
     labels = labels.numpy()
     label_dict = {name: labels[:, i:i + 1] for i, name in enumerate(cc.label_names)}
     frame = pd.DataFrame(data, columns=cc.label_names)
-    return pairwise.calc_tvd(label_dict, frame), label_dict, frame
+    return label_stats.calc_tvd(label_dict, frame), label_dict, frame
 
 
 def tvd_of_counts(counts: np.ndarray, data_counts: np.ndarray) -> float:
-    """TVD between two histograms of label vectors (as ``pairwise.calc_tvd`` computes it)."""
+    """TVD between two histograms of label vectors (as ``label_stats.calc_tvd`` computes it)."""
     p = counts.astype(np.float64)
     q = data_counts.astype(np.float64)
     return float(0.5 * np.abs(p / max(p.sum(), 1.0) - q / max(q.sum(), 1.0)).sum())
@@ -565,8 +565,8 @@ def tvd_of_counts(counts: np.ndarray, data_counts: np.ndarray) -> float:
 
 def expand_counts(counts: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
     """The label vectors of a histogram as {name: uint8 (N, 1)}, each vector repeated as
-    often as it was counted (what ``pairwise.crosstab`` takes; the loop itself writes its
-    crosstabs from the histogram, ``pairwise.crosstab_of_counts``)."""
+    often as it was counted (what ``label_stats.crosstab`` takes; the loop itself writes its
+    crosstabs from the histogram, ``label_stats.crosstab_of_counts``)."""
     codes = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     bits = ((codes[:, None] >> np.arange(len(names), dtype=np.int32)) & 1).astype(np.uint8)
     return {name: bits[:, i:i + 1] for i, name in enumerate(names)}
@@ -592,7 +592,7 @@ class _TvdChecks:
         self.writer, self.step_offset = writer, step_offset
         self.shadow = pretrainer.shadow() if len(self.names) <= HISTOGRAM_BITS else None
         if self.shadow is not None:
-            self.data_counts = np.bincount(pairwise.encode(self.data),
+            self.data_counts = np.bincount(label_stats.encode(self.data),
                                            minlength=1 << len(self.names))
         self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tvd-check")
                       if background else None)
@@ -606,7 +606,7 @@ class _TvdChecks:
             job = functools.partial(self._from_counts, step)
         else:
             tvd, label_dict, _ = measure_tvd(self.cc, self.data, self.n_samples)
-            job = functools.partial(self._finish, step, tvd, lambda: pairwise.crosstab(
+            job = functools.partial(self._finish, step, tvd, lambda: label_stats.crosstab(
                 label_dict, self.data, step=step))
         if self._pool is not None:
             self._future = self._pool.submit(job)
@@ -617,7 +617,7 @@ class _TvdChecks:
     def _from_counts(self, step: int):
         counts = self.shadow.counts(self.n_samples, seed=step)
         tvd = tvd_of_counts(counts, self.data_counts)
-        return self._finish(step, tvd, lambda: pairwise.crosstab_of_counts(
+        return self._finish(step, tvd, lambda: label_stats.crosstab_of_counts(
             counts, self.data, self.names, step=step))
 
     def _finish(self, step: int, tvd: float, report):

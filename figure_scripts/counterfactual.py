@@ -47,7 +47,7 @@ from errors import UserError
 from figure_scripts import abduction
 from figure_scripts.encode import parse_do, strip
 from figure_scripts.fidelity_report import _table_md as markdown_table  # one Markdown table writer
-from figure_scripts.run import add_run_arguments, load_run
+from figure_scripts.run import add_run_arguments, attribute_table, load_run
 from figure_scripts.sample import check_nodes, descendants, image_model
 
 DEFAULT_DO = ("Bald=1", "Eyeglasses=1", "Male=0")
@@ -157,8 +157,9 @@ def measure(trainer, panel, encoder, settings, *, n: int = 200, refine_steps: in
     columns = panel.columns(names)
     size, channels = int(trainer.config.input_scale_size), 1 if trainer.config.grayscale else 3
     resize = str(trainer.config.resize_method)
-    rows = heldout_faces(trainer.attr, n, seed)
-    attr = trainer.attr.iloc[rows]
+    table = attribute_table(trainer, "counterfactual")
+    rows = heldout_faces(table, n, seed)
+    attr = table.iloc[rows]
     x, y = load_images(trainer.dataset_dir, attr[names], size, channels, progress,
                        "counterfactual: reading held-out faces", resize)
     x = x.astype(np.float32)

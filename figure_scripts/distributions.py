@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from errors import UserError
-from figure_scripts.run import add_run_arguments, load_run
+from figure_scripts.run import add_run_arguments, attribute_table, load_run
 from figure_scripts.sample import (
     DEFAULT_CONDITION,
     MAX_FAILURES,
@@ -91,7 +91,7 @@ def do_cond_table(trainer, n: int = 20_000, on_logits: bool = False,
     cc = trainer.cc
     names = list(cc.label_names)
     nodes = check_nodes(cc, nodes or names, "--nodes")
-    data = trainer.attr[names].to_numpy() > 0.5
+    data = attribute_table(trainer, "distributions")[names].to_numpy() > 0.5
     scm = load_truth(trainer.dataset_dir)
     cond = [abs(cond_value), -abs(cond_value)] if on_logits else [1, 0]
     records = []

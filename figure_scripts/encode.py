@@ -39,7 +39,7 @@ import tensorflow as tf
 
 import data_loader
 from errors import UserError
-from figure_scripts.run import add_run_arguments, load_run
+from figure_scripts.run import add_run_arguments, attribute_table, load_run
 from figure_scripts.sample import check_nodes, descendants, image_model, median_logit
 from figure_scripts.utils import figure_dir
 
@@ -284,7 +284,7 @@ def encode(trainer, images=None, count: int = 4, interventions=None, steps: int 
     settings = [parse_do(s) if isinstance(s, str) else dict(s) for s in interventions or []]
     for setting in settings:
         check_nodes(cc, setting, "--do")
-    rows = pick_rows(trainer.attr, images, count, seed)
+    rows = pick_rows(attribute_table(trainer, "encode"), images, count, seed)
     real, names, data_labels = load_images(trainer, rows)
     fit = fit_inputs(model, real, len(cc.label_names), steps, lr, seed, progress)
     fit.noise = fit_noise(cc, fit.labels, fit.logits, seed=seed)

@@ -34,6 +34,7 @@ Every share comes with its 95% Wilson interval (``figure_scripts.proportions``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,10 @@ from figure_scripts import frechet
 from figure_scripts.fidelity_targets import HEADLINE_PAIRS, evaluate_targets, pair_verdict
 from figure_scripts.proportions import rate, share
 from figure_scripts.readers import Panel, PanelReading, spread
+from figure_scripts.run import attribute_table
 from figure_scripts.run_samples import LabelSampler, generate, stratified_labels
+
+log = logging.getLogger(__name__)
 
 GRID_IMAGES = 10  # images kept per generated set for the intvcond grids
 
@@ -333,6 +337,17 @@ def consistency_scalars(trainer, n: int = 288, seed: int = 0) -> dict[str, float
     return {label: float(v) for label, v in means.items() if np.isfinite(v)}
 
 
+def training_scalars(trainer, n: int = 288, seed: int = 0) -> dict[str, float]:
+    """``consistency_scalars`` as TensorBoard tags ``fidelity/consistency_<label>``: the
+    figure-step metrics that main.py gives the Trainer (``Trainer(figure_metrics=...)``)."""
+    values = consistency_scalars(trainer, n=n, seed=seed)
+    if values:
+        log.info("label consistency (independent classifier): mean %.3f, lowest %s %.3f",
+                 float(np.mean(list(values.values()))), *min(values.items(),
+                                                              key=lambda kv: kv[1]))
+    return {f"fidelity/consistency_{name}": value for name, value in values.items()}
+
+
 # ----------------------------------------------------------------------------- the report
 def build_report(trainer, *, n: int = 2000, label_samples: int = 20000, seed: int = 0,
                  progress: bool = True, panel: Panel | None = None,
@@ -346,7 +361,7 @@ def build_report(trainer, *, n: int = 2000, label_samples: int = 20000, seed: in
     """
     start = time.perf_counter()
     names = list(trainer.label_names)
-    attr = trainer.attr
+    attr = attribute_table(trainer, "the fidelity report")
     missing = [name for name in names if name not in attr.columns]
     if missing:
         raise UserError(f"The run's labels {missing} are missing from the data set's attribute "

@@ -1,29 +1,35 @@
-"""Open a saved run for the figure scripts: the Trainer with its controller and image model.
+"""Open a saved run for the figure scripts, read-only: ``saved_run.open_run``.
 
-``load_run(path)`` is ``%run main.py --load_path <path> --dry_run`` as a function: the
-run's saved flags are restored and its newest checkpoint is loaded; nothing is trained.
-Errors (not a run folder, no checkpoint) are ``UserError`` with a message for the user.
+``load_run(path)`` gives the run's ``SavedRun`` (flags, graph, controller and image model
+restored from the newest checkpoint): no command line is parsed, nothing is written into
+the run (no TensorBoard events), and the data set is read only by the figures that need
+it (``attribute_table``). Every figure function also takes the session's Trainer (``%run
+main.py --load_path <run> --dry_run``): both offer ``cc``, ``model``, ``config``,
+``label_names``, ``batch_size``, ``model_dir``, ``dataset_dir``, ``attr``, ``figure_ext``,
+``model_step`` and ``overall_step()``. Errors (not a run folder, no checkpoint) are
+``UserError`` with a message for the user.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from errors import UserError
+from saved_run import SavedRun, open_run
 
 
-def load_run(load_path, extra_argv=()):
-    """The Trainer of the run folder ``load_path`` (flags restored, newest checkpoint)."""
-    folder = Path(load_path)
-    if not folder.is_dir():
-        raise UserError(f"--load_path {load_path}: no such folder. Give a run folder such "
-                        "as logs/toyfaces_<MMDD_HHMMSS>.")
-    if not (folder / "params.json").is_file():
-        raise UserError(f"--load_path {load_path}: not a run folder (it has no params.json). "
-                        "Give a folder that main.py created under logs/.")
-    import main as main_module
+def load_run(load_path) -> SavedRun:
+    """The run folder ``load_path`` opened for reading (newest checkpoint)."""
+    return open_run(load_path)
 
-    return main_module.get_trainer(["--load_path", str(folder), "--dry_run", *extra_argv])
+
+def attribute_table(run, what: str):
+    """The run's attribute table (``run.attr``), or UserError saying that ``what`` needs
+    the data set's attribute file, which is not on this machine."""
+    attr = getattr(run, "attr", None)
+    if attr is None:
+        raise UserError(f"{what} needs the data set's attribute file, and {run.dataset_dir} "
+                        "has none: give the run's data set (its --data_dir/--dataset) on "
+                        "this machine.")
+    return attr
 
 
 def add_run_arguments(parser, out_help: str = "Output folder (default: inside the run).") -> None:

@@ -1,4 +1,5 @@
-"""Small helpers of the figure scripts: image grids, sample folders, a model's step."""
+"""Small helpers of the figure scripts: sample folders, a model's step; the image grids
+(``grid_array``, ``save_grid``) are the core's (utils.py), re-exported here."""
 
 from __future__ import annotations
 
@@ -6,61 +7,7 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
-
-def grid_array(images, rows: int, cols: int, padding: int = 2) -> np.ndarray:
-    """Tile ``images`` [N, H, W, C] (values in [0, 255]) into one uint8 array, row by row.
-
-    The grid has ``rows x cols`` cells separated (and framed) by ``padding`` black
-    pixels; missing images leave their cells black, extra images are dropped.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4:
-        raise ValueError(f"images must be [N, H, W, C]; got shape {images.shape}")
-    n, h, w, c = images.shape
-    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c),
-                    np.uint8)
-    pixels = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    for k in range(min(n, rows * cols)):
-        r, col = divmod(k, cols)
-        y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[y:y + h, x:x + w] = pixels[k]
-    return grid
-
-
-def save_grid(images, path, rows: int, cols: int, padding: int = 2) -> Path:
-    """Save a ``rows x cols`` grid of ``images`` to ``path``; the suffix picks the format.
-
-    .png / .jpg go through PIL at the images' own resolution; .pdf (or anything else
-    matplotlib knows) is drawn by matplotlib without axes. Folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid = grid_array(images, rows, cols, padding)
-    if grid.shape[2] == 1:
-        grid = grid[..., 0]
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        from PIL import Image
-
-        Image.fromarray(grid).save(path)
-        return path
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    height, width = grid.shape[:2]
-    dpi = 100
-    scale = max(1.0, 600.0 / max(height, width))  # small grids still get a readable page
-    fig = Figure(figsize=(width * scale / dpi, height * scale / dpi), dpi=dpi)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, interpolation="nearest")
-    ax.axis("off")
-    fig.savefig(path)
-    return path
+from utils import grid_array, save_grid  # noqa: F401 (re-exported)
 
 
 def make_sample_dir(model_dir, step=None, name: str = "samples") -> Path:

@@ -282,21 +282,24 @@ def test_consistency_scalars_during_training(tiny_run, tmp_path):
 
 
 def test_trainer_logs_label_consistency_at_its_figure_steps(tiny_run):
-    """The figure step writes fidelity/consistency_<label> scalars to TensorBoard."""
+    """main.py gives the Trainer the fidelity report's label consistency: its figure step
+    writes fidelity/consistency_<label> scalars to TensorBoard."""
     from tensorflow.core.util import event_pb2
 
-    from figure_scripts.run import load_run
+    import main
 
-    trainer = load_run(tiny_run)
-    written = trainer.write_consistency()
+    trainer = main.get_trainer(["--load_path", str(tiny_run), "--dry_run"])
+    assert trainer.figure_metrics is main.figure_metrics
+    written = trainer.write_figure_metrics()
     trainer.summary_writer.flush()
-    assert written and set(written) <= set(trainer.label_names)
+    names = {tag.removeprefix("fidelity/consistency_") for tag in written}
+    assert written and names <= set(trainer.label_names)
     tags = set()
     for path in (tiny_run / "summaries").glob("events*"):
         for record in tf.data.TFRecordDataset(str(path)):
             event = event_pb2.Event.FromString(record.numpy())
             tags.update(v.tag for v in event.summary.value)
-    assert {f"fidelity/consistency_{name}" for name in written} <= tags
+    assert set(written) <= tags
 
 
 def test_report_tables_escape_a_pipe_inside_a_cell():

@@ -301,13 +301,45 @@ def test_tvd_plot_puts_several_runs_on_one_figure(tiny_run, tmp_path):
     assert (out / "tvd.png").stat().st_size > 1000
 
 
+def test_figure_commands_need_no_images_and_write_no_events(tiny_run, tmp_path):
+    """The commands open the run read-only (saved_run.open_run): a copy of the run whose
+    data set has its attribute file but no images draws its figures, and no TensorBoard
+    event file is added."""
+    import shutil
+
+    run = tmp_path / "logs" / tiny_run.name
+    shutil.copytree(tiny_run, run)
+    source = data_loader.resolve_dataset_dir(json.loads((run / "params.json").read_text())[
+        "data_dir"], "toyfaces")
+    data = tmp_path / "data" / "toyfaces"
+    data.mkdir(parents=True)
+    for name in ("list_attr_celeba.txt", "scm.json"):
+        shutil.copy(source / name, data / name)
+    params = json.loads((run / "params.json").read_text())
+    params["data_dir"] = str(tmp_path / "data")
+    (run / "params.json").write_text(json.dumps(params))
+
+    def events():
+        return sorted(p.relative_to(run) for p in run.rglob("events.out.tfevents.*"))
+
+    before = events()
+    assert figures(["high_level", "--load_path", str(run), "--labels", "Bald", "--cols", "2",
+                    "--cond_value", "0.01"]) == 0
+    assert figures(["intervention2d", "--load_path", str(run), "--rows", "Male",
+                    "--cols", "Bald"]) == 0
+    assert figures(["distributions", "--load_path", str(run), "--n", "100", "--sweep_n", "20",
+                    "--sweep", "0", "--nodes", "Bald"]) == 0
+    assert events() == before
+    assert (run / "figures" / "high_level").is_dir() and (run / "figures").is_dir()
+
+
 def test_each_figure_is_a_function_of_the_sessions_trainer(tiny_run, tmp_path):
     """What ``%run main.py --load_path <run> --dry_run`` leaves: call the figures on trainer."""
+    import main
     from figure_scripts.grid2d import grid2d
-    from figure_scripts.run import load_run
     from figure_scripts.tvd_plot import tvd_plot
 
-    trainer = load_run(tiny_run)
+    trainer = main.get_trainer(["--load_path", str(tiny_run), "--dry_run"])
     path = grid2d(trainer, "intervention", "Bald", "Young", row_values=[4, -4],
                   col_values=[1, 0], out=tmp_path)
     assert path == tmp_path / f"{step_of(tiny_run)}_Bald_x_Young.png"  # the run's --figure_ext

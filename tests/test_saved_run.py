@@ -60,10 +60,10 @@ def test_opens_the_run_as_the_trainer_saved_it_and_writes_nothing(run_dir):
 def test_it_restores_what_the_trainer_restores(run_dir, tmp_path):
     """The same weights as %run main.py --load_path <run> --dry_run (on a copy: the
     Trainer opens a TensorBoard writer in the run folder)."""
-    from figure_scripts.run import load_run
+    import main
 
     run = saved_run.open_run(run_dir)
-    trainer = load_run(copy_run(run_dir, tmp_path))
+    trainer = main.get_trainer(["--load_path", str(copy_run(run_dir, tmp_path)), "--dry_run"])
     for mine, theirs in ((run.cc, trainer.cc), (run.model.G, trainer.model.G)):
         assert len(mine.variables) == len(theirs.variables)
         for a, b in zip(mine.variables, theirs.variables, strict=True):

@@ -19,7 +19,8 @@ from test_dcgan import dcgan_config
 
 import trainer as trainer_module
 from errors import UserError
-from figure_scripts.utils import grid_array, guess_model_step, make_sample_dir, save_grid
+from figure_scripts.utils import guess_model_step, make_sample_dir
+from utils import grid_array, save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH = [("Young", []), ("Male", []), ("Bald", ["Male", "Young"])]
@@ -155,7 +156,14 @@ def test_dcgan_short_run_writes_figures_summaries_and_checkpoint(data_dir, tmp_p
     config, cc_config, _ = make_configs(data_dir, run, model_type="dcgan")
     config.rare_label_rate = 0.3
     model_config = dcgan_config(num_iter=4, log_step=2)
-    trainer = trainer_module.Trainer(config, cc_config, model_config, GRAPH)
+    measured = []  # the figure-step metrics are given to the Trainer (main.py: fidelity's)
+
+    def probe(t):
+        measured.append(t.overall_step())
+        return {"figure/probe": 0.25}
+
+    trainer = trainer_module.Trainer(config, cc_config, model_config, GRAPH,
+                                     figure_metrics=probe)
     assert type(trainer.model).__name__ == "CausalGAN" and trainer.batch_size == 4
     table = trainer.attr[trainer.label_names].to_numpy()
     weights = trainer.model.label_weights.numpy()
@@ -178,8 +186,9 @@ def test_dcgan_short_run_writes_figures_summaries_and_checkpoint(data_dir, tmp_p
     assert (run / "image_diversity" / "4_G_diversity.png").is_file()
     tags = read_events(run / "summaries")
     for tag in ("loss/d_loss", "loss/g_loss", "loss/g_loss_labelerG", "margins/k_t",
-                "accuracy_real/Bald", "images/G", "labels/fake_prob"):
+                "accuracy_real/Bald", "images/G", "labels/fake_prob", "figure/probe"):
         assert tag in tags, (tag, sorted(tags))
+    assert measured and tags["figure/probe"] == measured
     assert trainer.manager.latest_checkpoint.endswith("ckpt-4")
 
 
