@@ -40,7 +40,7 @@ import causal_dcgan.config as dcgan_flags
 import config as generic_flags
 from causal_graph import get_causal_graph, validate_graph
 from errors import UserError
-from image_models import make_model
+from image_models import generate_images, make_model
 from utils import GRAPH_FILE, PARAM_FILES
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,6 @@ class SavedRun:
                                     controller=self.cc, data_format="channels_last",
                                     seed=seed + 11)
         self._restore()
-        self._generate_fn = None
 
     def _restore(self) -> None:
         parts = {"controller": self.cc}
@@ -234,25 +233,16 @@ class SavedRun:
     # -- images
     def generate(self, labels, z_gen) -> np.ndarray:
         """Images [N, H, W, C] in [0, 255] (float32 numpy) for controller labels [N, n] and
-        image noise z_gen [N, z_dim], through the model's ``generate`` compiled once, in
-        chunks of the batch size."""
+        image noise z_gen [N, z_dim], in chunks of the batch size
+        (``image_models.generate_images``)."""
         if self.model is None:
             raise UserError(f"{self.model_dir} trained the controller only (no image model): "
                             "it has labels but no images. Open a run made with --model_type "
                             "dcgan or began.")
-        if self._generate_fn is None:
-            model = self.model
-            self._generate_fn = tf.function(lambda x, z: model.generate(x, z),
-                                            reduce_retracing=True)
-        labels = np.asarray(labels, np.float32)
-        z_gen = np.asarray(z_gen, np.float32)
-        chunk = self.batch_size
-        parts = [self._generate_fn(tf.constant(labels[i:i + chunk]),
-                                   tf.constant(z_gen[i:i + chunk])).numpy()
-                 for i in range(0, len(labels), chunk)]
-        if not parts:
+        images = generate_images(self.model, labels, z_gen, self.batch_size)
+        if not len(images):
             return np.zeros((0, *self.image_shape), np.float32)
-        return np.concatenate(parts)
+        return images
 
     def __repr__(self) -> str:
         kind = self.model.name if self.model is not None else "controller only"

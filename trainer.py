@@ -51,17 +51,17 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 import data_loader
 import nonfinite
 from errors import UserError
-from image_models import IMAGE_MODELS, make_model  # noqa: F401 (IMAGE_MODELS: re-exported)
+from image_models import IMAGE_MODELS, generate_images, make_model  # noqa: F401 (IMAGE_MODELS: re-exported)
 from utils import save_grid
 
 log = logging.getLogger("trainer")
 
 FIXED_COUNT = 256  # individuals drawn once for all figures
+FIGURE_BATCH = 64  # images generated per call for the figures
 CHECKPOINTS_KEPT = 5
 KEEP_EVERY_HOURS = 2.0
 SIGTERM_EXIT = 128 + signal.SIGTERM
@@ -199,35 +199,14 @@ class StopRequest:
 
 
 # ----------------------------------------------------------------------------- summaries
-# Written with core TensorFlow only: tf.summary.scalar/image/histogram need the
-# tensorboard package, which is not a dependency of training.
-def _metadata(plugin: str) -> summary_pb2.SummaryMetadata:
-    meta = summary_pb2.SummaryMetadata()
-    meta.plugin_data.plugin_name = plugin
-    return meta
-
-
 def write_scalar(name: str, value, step: int) -> None:
-    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_metadata("scalars"))
-
-
-def write_histogram(name: str, values, step: int, buckets: int = 20) -> None:
-    values = np.asarray(values, np.float64).reshape(-1)
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    hi = max(hi, lo + 1e-6)
-    counts, edges = np.histogram(values, bins=buckets, range=(lo, hi))
-    table = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
-    tf.summary.write(name, tf.constant(table), step=step, metadata=_metadata("histograms"))
+    tf.summary.scalar(name, float(value), step=step)
 
 
 def write_images(name: str, images, step: int, max_outputs: int = 8) -> None:
-    """Images [N, H, W, C] in [0, 255] as PNGs (TensorBoard's image format)."""
+    """Images [N, H, W, C] in [0, 255], rounded to uint8 (TensorBoard's image format)."""
     images = tf.cast(tf.clip_by_value(tf.round(images[:max_outputs]), 0, 255), tf.uint8)
-    pngs = [tf.io.encode_png(im) for im in tf.unstack(images)]
-    height, width = int(images.shape[1]), int(images.shape[2])
-    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), *pngs])
-    tf.summary.write(name, tensor, step=step, metadata=_metadata("images"))
+    tf.summary.image(name, images, step=step, max_outputs=max_outputs)
 
 
 # ----------------------------------------------------------------------------- fixed inputs
@@ -306,8 +285,6 @@ class Trainer:
                 float(getattr(config, "rare_label_rate", 0.0)),
                 float(getattr(config, "rare_pair_rate", 0.0)))
             self._train_fn = self.model.make_train_function(self.strategy)
-            self._generate_fn = tf.function(
-                lambda labels, z: self.model.generate(labels, z), reduce_retracing=True)
             self._diagnostics_fn = tf.function(self.model.diagnostics, reduce_retracing=True)
         self.fixed = FixedInputs(len(self.label_names), self.cc.n_hidden,
                                  self.model.z_dim if self.model is not None else None,
@@ -630,17 +607,13 @@ class Trainer:
                 for key, value in out["images"].items():
                     write_images(f"images/{key}", value, step)
                 for key, value in out["histograms"].items():
-                    write_histogram(f"labels/{key}", value.numpy(), step)
+                    tf.summary.histogram(f"labels/{key}", value, step=step, buckets=20)
         self.summary_writer.flush()
 
     # -- figures
     def _generate(self, labels, z):
         """Images [N, S, S, C] as numpy for controller labels [N, n] and z_gen [N, z_dim]."""
-        out = []
-        for i in range(0, int(labels.shape[0]), 64):
-            out.append(self._generate_fn(tf.constant(labels[i:i + 64], tf.float32),
-                                         tf.constant(z[i:i + 64], tf.float32)).numpy())
-        return np.concatenate(out)
+        return generate_images(self.model, labels, z, FIGURE_BATCH)
 
     def _figure_path(self, folder: str, name: str) -> Path:
         return self.model_dir / folder / f"{name}.{self.figure_ext}"

@@ -34,7 +34,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
 import label_stats
@@ -623,7 +622,7 @@ class _TvdChecks:
     def _finish(self, step: int, tvd: float, report):
         if self.writer is not None:
             with self.writer.as_default():
-                summary_scalar("misc/tvd", tvd, step + self.step_offset)
+                tf.summary.scalar("misc/tvd", tvd, step=step + self.step_offset)
         path = os.path.join(self.controller_dir, f"{step}_glabel_crosstab.txt")
         write_text(path, report())
         return step, tvd
@@ -647,27 +646,14 @@ class _TvdChecks:
             self._pool.shutdown(wait=True)
 
 
-def _metadata(plugin: str) -> summary_pb2.SummaryMetadata:
-    meta = summary_pb2.SummaryMetadata()
-    meta.plugin_data.plugin_name = plugin
-    return meta
-
-
-def summary_scalar(name: str, value: float, step: int) -> None:
-    """A TensorBoard scalar, written with core TF only (tf.summary.scalar needs the
-    tensorboard package, which is not a dependency)."""
-    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_metadata("scalars"))
-
-
 LOSS_KEYS = ("c_loss", "dcc_loss", "gp", "w_dist")
 
 
 class _StepSummaries:
-    """The summaries of a log step, written by one compiled call (54 eager writes per step
-    for big_causal_graph cost 7 ms of the loop's own thread): ``pretrain/<loss>``,
-    ``pretrain/skipped_updates`` and, per node, the mean, std and histogram of the fake
-    and of the real labels. Bound to one summary writer."""
+    """The summaries of a log step, tf.summary ops traced into one compiled call (54 eager
+    writes per step for big_causal_graph cost 7 ms of the loop's own thread):
+    ``pretrain/<loss>``, ``pretrain/skipped_updates`` and, per node, the mean, std and
+    histogram of the fake and of the real labels. Bound to one summary writer."""
 
     def __init__(self, names: Sequence[str], writer, buckets: int = 20):
         self.names, self.writer, self.buckets = list(names), writer, buckets
@@ -679,30 +665,18 @@ class _StepSummaries:
                      tf.constant(float(skipped)), out["fake"], tf.convert_to_tensor(real))
 
     def _write(self, step, losses, skipped, fake, real):
-        scalars = _metadata("scalars")
         for key, value in zip(LOSS_KEYS, tf.unstack(losses), strict=True):
-            tf.summary.write(f"pretrain/{key}", value, step=step, metadata=scalars)
-        tf.summary.write("pretrain/skipped_updates", skipped, step=step, metadata=scalars)
+            tf.summary.scalar(f"pretrain/{key}", value, step=step)
+        tf.summary.scalar("pretrain/skipped_updates", skipped, step=step)
         for i, name in enumerate(self.names):
             for kind, values in (("fake", fake[:, i]), ("real", tf.cast(real[:, i], tf.float32))):
                 mean, variance = tf.nn.moments(values, axes=[0])
-                tf.summary.write(f"{name}/{name}_{kind}_mean", mean, step=step, metadata=scalars)
-                tf.summary.write(f"{name}/{name}_{kind}_std", tf.sqrt(variance), step=step,
-                                 metadata=scalars)
-                tf.summary.write(f"{name}/{name}_{kind}", self._histogram(values), step=step,
-                                 metadata=_metadata("histograms"))
-
-    def _histogram(self, values):
-        """TensorBoard's histogram of the finite values: [buckets, 3] of left edge, right
-        edge, count (NaN/Inf of a diverged run would break the bins)."""
-        values = tf.cast(tf.boolean_mask(values, tf.math.is_finite(values)), tf.float64)
-        empty = tf.equal(tf.size(values), 0)
-        lo = tf.where(empty, tf.constant(0.0, tf.float64), tf.reduce_min(values))
-        hi = tf.where(empty, tf.constant(0.0, tf.float64), tf.reduce_max(values))
-        hi = tf.maximum(hi, lo + 1e-6)
-        counts = tf.histogram_fixed_width(values, tf.stack([lo, hi]), nbins=self.buckets)
-        edges = tf.linspace(lo, hi, self.buckets + 1)
-        return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
+                tf.summary.scalar(f"{name}/{name}_{kind}_mean", mean, step=step)
+                tf.summary.scalar(f"{name}/{name}_{kind}_std", tf.sqrt(variance), step=step)
+                # the finite values only: NaN/Inf of a diverged run would break the bins
+                finite = tf.boolean_mask(values, tf.math.is_finite(values))
+                tf.summary.histogram(f"{name}/{name}_{kind}", finite, step=step,
+                                     buckets=self.buckets)
 
 
 def _weights_finite(pretrainer) -> bool:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from image_models import generate_images
 
 GENERATE_BATCH = 256
 MAX_CONDITIONING_DRAWS = 4_000_000  # controller draws one conditional may cost (about 1 s)
@@ -93,37 +94,9 @@ def stratified_labels(sampler: LabelSampler, n: int, seed: int = 0) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros([0, len(names)], np.float32)
 
 
-_GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _generate_fn(model):
-    """A compiled ``model.generate`` (one per model, reused across calls)."""
-    import tensorflow as tf
-
-    try:
-        fn = _GENERATORS.get(model)
-    except TypeError:  # not weak-referenceable: compile each time
-        fn = None
-    if fn is None:
-        fn = tf.function(lambda labels, z: model.generate(labels, z), reduce_retracing=True)
-        with contextlib.suppress(TypeError):
-            _GENERATORS[model] = fn
-    return fn
-
-
 def generate(model, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Images [N, H, W, C] in [0, 255] (clipped) for controller labels [N, n_labels]; the
     image noise is U[-1, 1]^z_dim drawn from ``seed``."""
-    import tensorflow as tf
-
     labels = np.asarray(labels, np.float32)
     z = np.random.default_rng(seed).uniform(-1.0, 1.0, (len(labels), int(model.z_dim)))
-    fn = _generate_fn(model)
-    out = []
-    for start in range(0, len(labels), GENERATE_BATCH):
-        images = fn(tf.constant(labels[start:start + GENERATE_BATCH]),
-                    tf.constant(z[start:start + GENERATE_BATCH], tf.float32))
-        out.append(np.clip(np.asarray(images, np.float32), 0.0, 255.0))
-    if not out:
-        return np.zeros([0, 1, 1, int(model.channels)], np.float32)
-    return np.concatenate(out)
+    return np.clip(generate_images(model, labels, z, GENERATE_BATCH), 0.0, 255.0)

@@ -36,10 +36,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
 import causal_graph
 from errors import UserError
+from image_models import generate_images
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ _ROUND_DRAWS = 65536     # most candidate rows drawn in one rejection round
 
 # per controller: (its step, its {node: (negative median, positive median)})
 _MEDIANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# per image model: its compiled generate
-_GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -151,20 +149,6 @@ def median_logit(cc, name: str, value) -> np.ndarray:
     lo = -DEFAULT_CONDITION if np.isnan(lo) else lo
     hi = DEFAULT_CONDITION if np.isnan(hi) else hi
     return np.where(value == 1, hi, lo).astype(np.float32)
-
-
-def generate(model, labels, z_gen, batch_size: int) -> np.ndarray:
-    """Images [N, H, W, C] (numpy, [0, 255]) from labels [N, n] and z_gen [N, z_dim], in
-    chunks of ``batch_size`` through the model's compiled ``generate``."""
-    fn = _GENERATORS.get(model)
-    if fn is None:
-        ref = weakref.ref(model)
-        fn = tf.function(lambda labels, z: ref().generate(labels, z), reduce_retracing=True)
-        _GENERATORS[model] = fn
-    out = [fn(tf.constant(labels[i:i + batch_size], tf.float32),
-              tf.constant(z_gen[i:i + batch_size], tf.float32)).numpy()
-           for i in range(0, len(labels), batch_size)]
-    return np.concatenate(out)
 
 
 def describe(settings: Mapping, on_logits: bool, kind: str) -> str:
@@ -395,7 +379,7 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
         out_images = np.zeros([n_rows, *_image_shape(model, trainer)], np.float32)
         good = np.flatnonzero(accepted)
         if len(good):
-            out_images[good] = generate(model, labels[good], z_all[good], batch_size)
+            out_images[good] = generate_images(model, labels[good], z_all[good], batch_size)
     return Samples(list(cc.label_names), combos, N, labels, logits, accepted, z_all,
                    out_images, failures)
 

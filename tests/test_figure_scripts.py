@@ -280,15 +280,13 @@ def test_encode_command_writes_strip_and_reports_the_error_per_step(tiny_run, tm
 
 
 def test_tvd_plot_puts_several_runs_on_one_figure(tiny_run, tmp_path):
-    from causal_controller.pretrain import summary_scalar
-
     other = tmp_path / "other_run"
     (other / "summaries").mkdir(parents=True)
     (other / "params.json").write_text(json.dumps({"causal_model": "big_causal_graph"}))
     writer = tf.summary.create_file_writer(str(other / "summaries"))
     with writer.as_default():
         for step, tvd in ((10, 0.5), (20, 0.3), (30, 0.2)):
-            summary_scalar("misc/tvd", tvd, step)
+            tf.summary.scalar("misc/tvd", tvd, step=step)
     writer.close()
     out = tmp_path / "plot"
     assert figures(["tvd_plot", "--load_path", str(tiny_run), str(other), "--out", str(out)]) == 0
