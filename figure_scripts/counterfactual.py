@@ -46,9 +46,9 @@ import tensorflow as tf
 from errors import UserError
 from figure_scripts import abduction
 from figure_scripts.encode import parse_do, strip
-from figure_scripts.fidelity_report import _table_md as markdown_table  # one Markdown table writer
 from figure_scripts.run import add_run_arguments, attribute_table, load_run
 from figure_scripts.sample import check_nodes, descendants, image_model
+from figure_scripts.utils import markdown_table
 
 DEFAULT_DO = ("Bald=1", "Eyeglasses=1", "Male=0")
 GOALS = {"composition_l1": 0.05, "effectiveness": 0.9, "kept": 0.9, "closer": 0.9}

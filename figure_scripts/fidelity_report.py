@@ -43,6 +43,7 @@ from figure_scripts.fidelity_targets import (
 )
 from figure_scripts.proportions import interval_text
 from figure_scripts.readers import spread
+from figure_scripts.utils import markdown_table
 
 _EVALUATION_TEXT = {"balanced": "held-out faces rendered with independent, balanced labels",
                     "data": "held-out images of the data set itself"}
@@ -64,20 +65,6 @@ def _clean(value):
     if isinstance(value, (float, np.floating)):
         return float(value) if np.isfinite(value) else None
     return value
-
-
-def _table_md(frame: pd.DataFrame, floats: str = "{:.3f}") -> str:
-    """A Markdown table of a DataFrame (NaN shown as n/a)."""
-    def cell(v):
-        if isinstance(v, (float, np.floating)):
-            return floats.format(v) if np.isfinite(v) else "n/a"
-        return str(v).replace("|", "\\|")  # a "|" in a cell would split it
-
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
-             "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _span(low, high) -> str:
@@ -172,7 +159,7 @@ def summary_dict(result: Mapping) -> dict:
 
 # ----------------------------------------------------------------------------- markdown
 def _targets_md(targets: Sequence[Mapping]) -> str:
-    return _table_md(pd.DataFrame(
+    return markdown_table(pd.DataFrame(
         [{"target": t["name"], "value (panel mean)": t["value"],
           "readers min-max": _span(t["min"], t["max"]), "goal": t["goal"],
           "status": t["status"], "failed by": ", ".join(t["failed_readers"]),
@@ -185,7 +172,7 @@ def _readers_md(result: Mapping, files: Mapping[str, str]) -> list[str]:
         return ["Not used: the run has no image model.", ""]
     out = ["Each reader is a small CNN trained on its own, never on the model's labeler, "
            "with augmented batches (flips, shifts, colour jitter, blur, noise):", ""]
-    out += [_table_md(pd.DataFrame([{
+    out += [markdown_table(pd.DataFrame([{
         "reader": name, "architecture": info.get("architecture", "maxpool"),
         "seed": info.get("seed"), "trained on": info.get("training_data", "?"),
         "images": info.get("train_images"), "seconds": info.get("train_seconds")}
@@ -196,19 +183,19 @@ def _readers_md(result: Mapping, files: Mapping[str, str]) -> list[str]:
         wide = part.pivot(index="attribute", columns="reader", values="balanced_accuracy")
         wide = wide.reindex(list(dict.fromkeys(part["attribute"]))).reset_index()
         out += [f"Balanced accuracy on {_EVALUATION_TEXT.get(key, key)}:", "",
-                _table_md(wide), ""]
+                markdown_table(wide), ""]
     if len(groups):
         wide = groups.pivot_table(index=["evaluation", "subgroup", "cell", "attribute", "n"],
                                   columns="reader", values="accuracy").reset_index()
         out += ["Accuracy inside the rare combinations (cells of fewer than 50 images are "
-                "too small to trust):", "", _table_md(wide), ""]
+                "too small to trust):", "", markdown_table(wide), ""]
     out += [f"![readers]({files.get('readers_plot', '')})", ""]
     agreement = result["agreement"]
     if agreement is not None:
         out += ["Agreement: the share of images on which all readers read the attribute the "
                 "same way (95% Wilson interval), over every generated image of this report and "
                 "over every reference image:", "",
-                _table_md(pd.DataFrame([{
+                markdown_table(pd.DataFrame([{
                     "label": r["label"], "generated": r["generated"],
                     "generated 95% CI": interval_text({"low": r["generated_low"],
                                                        "high": r["generated_high"]}),
@@ -236,7 +223,7 @@ def _controller_md(result: Mapping, files: Mapping[str, str]) -> list[str]:
     headline = table[table.apply(lambda r: (r["label"], r["node"]) in HEADLINE_PAIRS
                                  and r["value"] == 1, axis=1)] if len(table) else table
     return out + ["", f"The full table is `{files['controller']}`. Headline rows:", "",
-                  _table_md(headline.drop(columns=["cond_controller_n", "cond_data_n"])), "",
+                  markdown_table(headline.drop(columns=["cond_controller_n", "cond_data_n"])), "",
                   f"![controller]({files.get('controller_plot', '')})", ""]
 
 
@@ -248,7 +235,7 @@ def _images_md(result: Mapping, files: Mapping[str, str]) -> list[str]:
            "it was generated with\" (0.5 = G ignores the label, 1.0 = always shown); the "
            "panel's mean and min-max, the mean recalls of the label's two values and the "
            "share of these images all readers agree on, each with its 95% Wilson interval.",
-           "", _table_md(pd.DataFrame([{
+           "", markdown_table(pd.DataFrame([{
                "label": r["label"], "balanced accuracy": r["balanced_accuracy"],
                "readers": _span(r["min"], r["max"]),
                "shown when 1": f"{fmt(r['tpr'])} {interval_text({'low': r['tpr_low'], 'high': r['tpr_high']})}",
@@ -273,7 +260,7 @@ def _images_md(result: Mapping, files: Mapping[str, str]) -> list[str]:
                          "n": p[f"{kind}_n"], "labels": p[f"{kind}_labels"],
                          "reference": p[f"{kind}_reference"],
                          "source": p[f"{kind}_reference_source"]})
-    out += [_table_md(pd.DataFrame(rows)), "", f"![pairs]({files.get('pairs_plot', '')})", ""]
+    out += [markdown_table(pd.DataFrame(rows)), "", f"![pairs]({files.get('pairs_plot', '')})", ""]
     for node, path in files.get("grids", {}).items():
         out += [f"Top row do({node}=1), bottom row {node}=1 (as generated): ![{node}]({path})", ""]
     return out
@@ -299,14 +286,14 @@ def _distances_md(result: Mapping, files: Mapping[str, str]) -> list[str]:
                      "readers": _span(d["min"], d["max"]), "ratio": r["mean"],
                      "ratio readers": _span(r["min"], r["max"]), "ratio to": row["ratio_to"],
                      "note": row["note"]})
-    out += [_table_md(pd.DataFrame(rows)), "", f"![frechet]({files.get('frechet_plot', '')})", ""]
+    out += [markdown_table(pd.DataFrame(rows)), "", f"![frechet]({files.get('frechet_plot', '')})", ""]
     pr = result["precision_recall"]
     if pr:
         out += ["k-NN precision (share of generated images inside the reference images' "
                 "3-NN balls: realism) and recall (share of reference images inside the "
                 "generated images' balls: coverage) of the observational set, beside the "
                 "same for the floor's second reference set:", "",
-                _table_md(pd.DataFrame([{
+                markdown_table(pd.DataFrame([{
                     "reader": reader,
                     "precision": f"{fmt(v['generated']['precision']['value'])} "
                                  f"{interval_text(v['generated']['precision'])}",

@@ -1,11 +1,15 @@
-"""Small helpers of the figure scripts: sample folders, a model's step; the image grids
-(``grid_array``, ``save_grid``) are the core's (utils.py), re-exported here."""
+"""Small helpers of the figure scripts: sample folders, a model's step, Markdown tables
+(``markdown_table``, for every report); the image grids (``grid_array``, ``save_grid``)
+are the core's (utils.py), re-exported here."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from utils import grid_array, save_grid  # noqa: F401 (re-exported)
 
@@ -46,3 +50,17 @@ def figure_dir(model_dir, out=None, name: str = "figures") -> Path:
     folder = Path(out) if out else Path(model_dir) / "figures" / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def markdown_table(frame: pd.DataFrame, floats: str = "{:.3f}") -> str:
+    """A Markdown table of a DataFrame (NaN shown as n/a)."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return floats.format(v) if np.isfinite(v) else "n/a"
+        return str(v).replace("|", "\\|")  # a "|" in a cell would split it
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
+             "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)

@@ -305,5 +305,7 @@ def test_trainer_logs_label_consistency_at_its_figure_steps(tiny_run):
 def test_report_tables_escape_a_pipe_inside_a_cell():
     import pandas as pd
 
-    md = fidelity_report._table_md(pd.DataFrame([{"target": "P(Male | Bald=1)", "v": 0.5}]))
+    from figure_scripts.utils import markdown_table
+
+    md = markdown_table(pd.DataFrame([{"target": "P(Male | Bald=1)", "v": 0.5}]))
     assert md.splitlines()[2] == "| P(Male \\| Bald=1) | 0.500 |"
