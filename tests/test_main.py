@@ -20,11 +20,12 @@ class FakeTrainer:
 
     fail_with = None
 
-    def __init__(self, config, cc_config, model_config, graph):
+    def __init__(self, config, cc_config, model_config, graph, figure_metrics=None):
         if FakeTrainer.fail_with is not None:
             raise FakeTrainer.fail_with
         self.config, self.cc_config, self.model_config, self.graph = (
             config, cc_config, model_config, graph)
+        self.figure_metrics = figure_metrics
         self.cc, self.model = "controller", None
         self.calls = []
 
