@@ -307,3 +307,21 @@ def test_without_an_exact_model_do_is_unavailable_and_real_images_are_the_refere
         columns=["node", "value", "label"]))}
     assert targets["Fréchet distance, do(Bald=1) / observational"]["status"] == "N/A"
     assert targets["Fréchet distance, Bald=1 / observational"]["status"] != "N/A"
+
+
+def test_frechet_scale_grows_with_the_change(toy_panel, tmp_path):
+    from figure_scripts import frechet_scale
+
+    flat = np.full([2, 8, 8, 3], 77.0, np.float32)
+    np.testing.assert_allclose(frechet_scale.blurred(flat, 1.0), flat, atol=1e-4)
+    result = frechet_scale.measure(toy_panel.panel, toy_faces.default_scm(), toy_panel.size,
+                                   N, seed=3)
+    for reader in toy_panel.panel.names:
+        assert result["floor"][reader] > 0
+        assert result["Gaussian blur, sigma 1.0 pixel"][reader] > \
+            result["Gaussian blur, sigma 0.5 pixel"][reader], result
+        assert result["Gaussian noise, std 25"][reader] > \
+            result["Gaussian noise, std 10 (of 255)"][reader], result
+    assert min(result["Gaussian noise, std 25"].values()) > 1.5  # far above the floor
+    with pytest.raises(frechet_scale.UserError, match="No reader panel is cached"):
+        frechet_scale.main(["--dataset_dir", str(tmp_path), "--size", "16"])
