@@ -27,11 +27,15 @@ Under a ``tf.distribute`` strategy, check the gradients after they are reduced a
 replicas (every replica then takes the same decision), and build the optimizer's slots
 before tracing (Keras optimizers create them on first use, which ``tf.cond`` forbids).
 
-Who uses it: controller pretraining (``causal_controller/pretrain.py``, with its own
-Adam's ``finite`` argument); both image models through
+Who uses it: every training loop skips through ``apply_if``: controller pretraining
+(``causal_controller/pretrain.py``: one ``apply_if`` per critic update and one around the
+joint update of controller and critic) and both image models through
 ``nets.apply_mean_gradients_if_finite`` (the check on the replica-mean gradients, one
-``apply_if`` around every variable's update in the cross-replica context); the synthetic experiments through ``check_runs``, one decision per run of
-runs trained side by side. Each trainer counts with a ``NonFiniteCounter``.
+``apply_if`` around every variable's update in the cross-replica context). The one
+exception is ``synthetic.models.RunsAdam``: R runs trained side by side share each
+variable (leading axis R) and each run decides alone (``check_runs``), which a branch
+over the whole update cannot express, so it selects per run with ``tf.where``. Each
+trainer counts with a ``NonFiniteCounter``.
 """
 
 from __future__ import annotations

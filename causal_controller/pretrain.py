@@ -68,25 +68,15 @@ class Adam(tf.Module):
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False, name="m") for v in variables]
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name="v") for v in variables]
 
-    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable],
-              finite=None) -> None:
-        """One step; with ``finite`` (a bool tensor) the step leaves the variables, moments
-        and iteration count unchanged when it is False (a NaN/Inf update is skipped).
-        Selecting with tf.where rather than branching keeps XLA's compile time low."""
-        if finite is None:
-            t = tf.cast(self.iterations.assign_add(1), tf.float32)
-        else:
-            t = tf.cast(self.iterations.assign_add(tf.cast(finite, tf.int64)), tf.float32)
-            t = tf.maximum(t, 1.0)  # a skipped first update must not divide by zero
-
-        def keep(new, old):
-            return new if finite is None else tf.where(finite, new, old)
-
+    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
+        """One step. A step that must be skipped when a loss or gradient is not finite
+        goes inside ``nonfinite.apply_if`` (the pretraining loop's updates do)."""
+        t = tf.cast(self.iterations.assign_add(1), tf.float32)
         lr_t = self.learning_rate * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
         for g, var, m, v in zip(grads, variables, self.m, self.v, strict=True):
-            m_new = m.assign(keep(self.beta1 * m + (1.0 - self.beta1) * g, m))
-            v_new = v.assign(keep(self.beta2 * v + (1.0 - self.beta2) * tf.square(g), v))
-            var.assign(keep(var - lr_t * m_new / (tf.sqrt(v_new) + self.epsilon), var))
+            m_new = m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
+            v_new = v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
+            var.assign(var - lr_t * m_new / (tf.sqrt(v_new) + self.epsilon))
 
 
 class ControllerPretrainer(tf.Module):
@@ -182,7 +172,8 @@ class ControllerPretrainer(tf.Module):
                 grads = tape.gradient(d_loss, self.critic_vars)
                 finite, bad = nonfinite.check(
                     {"dcc_loss": d_loss, "gradients of dcc_loss": grads}, NONFINITE_NAMES)
-                self.critic_optimizer.apply(grads, self.critic_vars, finite)
+                nonfinite.apply_if(finite, functools.partial(
+                    self.critic_optimizer.apply, grads, self.critic_vars))
                 critic_masks = critic_masks.write(i, bad)
             masks.append(critic_masks.stack())
 
@@ -198,8 +189,12 @@ class ControllerPretrainer(tf.Module):
             {"c_loss": c_loss, "dcc_loss": d_loss, "gradients of c_loss": cc_grads,
              "gradients of dcc_loss": critic_grads}, NONFINITE_NAMES)
 
-        self.cc_optimizer.apply(cc_grads, self.cc_vars, finite)
-        self.critic_optimizer.apply(critic_grads, self.critic_vars, finite)
+
+        def joint_update():
+            self.cc_optimizer.apply(cc_grads, self.cc_vars)
+            self.critic_optimizer.apply(critic_grads, self.critic_vars)
+
+        nonfinite.apply_if(finite, joint_update)
         self.cc.step.assign_add(1)
         masks.append(tf.reshape(bad, [1]))
         return {"c_loss": c_loss, "dcc_loss": d_loss, "gp": gp, "w_dist": w_dist, "fake": fake,

@@ -277,7 +277,10 @@ class Discriminator(tf.Module):
 class RunsAdam(Adam):
     """``Adam`` for variables whose leading axis holds R runs, each with its own iteration
     count [R], so that one run's update can be skipped (``finite`` [R] False) while the
-    others' go on. With every run finite it computes what ``Adam`` computes."""
+    others' go on. With every run finite it computes what ``Adam`` computes.
+
+    The one update that skips by selecting (``tf.where``) instead of ``nonfinite.apply_if``:
+    the decision is one per run, inside each variable, and a branch skips a whole update."""
 
     def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, runs: int,
                  name: str = "adam"):
