@@ -5,9 +5,6 @@
   controller and critic) as ONE compiled call, ``train_iterations`` runs several in one
   call (what the loop uses). An update whose loss or gradients hold NaN or Inf is
   skipped (``nonfinite.py``): the weights and the optimizers' state stay as they were.
-* ``save_controller`` / ``load_controller``: the controller's own checkpoints,
-  ``<dir>/CC-Model-<step>.index`` / ``.data-*``, renamed into place once complete, so an
-  ``.index`` file always belongs to a whole checkpoint.
 * ``pretrain_loop``: the reference's loop with summaries, TVD checks, crosstab reports,
   checkpoints and early stopping; it also stops on a stop request (Ctrl-C, SIGTERM) and
   after ``--max_nonfinite`` skipped updates in a row.
@@ -16,18 +13,19 @@ The loop's outputs cost little next to its iterations (benchmarks/bench_pretrain
 it runs up to ``CHUNK`` iterations per compiled call (chunks end at every ``log_step``),
 takes the TVD from a histogram of the 500,000 samples counted inside TensorFlow, and
 writes the crosstab report in a background thread.
+
+The concerns live apart, and their public names are importable from here as before:
+``adam.py`` (TF1's Adam), ``checkpoints.py`` (``save_controller`` / ``load_controller``:
+the controller's own checkpoints), ``measure.py`` (the TVD checks, the label counter and
+the step summaries); this module holds the pretrainer and the loop.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import glob
 import itertools
 import logging
 import os
-import re
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 
@@ -36,47 +34,37 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
-import label_stats
 import nonfinite
+from causal_controller.adam import Adam
+from causal_controller.checkpoints import (  # noqa: F401 (importable from here too)
+    CheckpointWriter,
+    checkpoint_step,
+    latest_controller_checkpoint,
+    load_controller,
+    resume_newer_checkpoint,
+    save_controller,
+)
+from causal_controller.measure import (  # noqa: F401 (importable from here too)
+    HISTOGRAM_BITS,
+    LOSS_KEYS,
+    TVD_SAMPLES,
+    LabelCounter,
+    Shadow,
+    StepSummaries,
+    TvdChecks,
+    expand_counts,
+    measure_tvd,
+    tvd_of_counts,
+)
 from causal_controller.models import Critics
 from errors import UserError
-from utils import remove_leftovers, write_failure, write_text
+from utils import remove_leftovers
 
 log = logging.getLogger(__name__)
 
-TVD_SAMPLES = 500_000  # controller samples per TVD measurement, as in the reference
 CHUNK = 100  # most iterations per compiled call of the loop (a divisor of log_step)
-HISTOGRAM_BITS = 16  # graphs of up to this many nodes: TVD and crosstab from a histogram
-COUNT_BATCH = 100_000  # samples per call when counting label vectors (fastest measured)
 # what the bits of an update's non-finite mask stand for
 NONFINITE_NAMES = ("c_loss", "dcc_loss", "gradients of c_loss", "gradients of dcc_loss")
-
-
-class Adam(tf.Module):
-    """Adam exactly as TF1's AdamOptimizer (the reference's): epsilon 1e-8 added to
-    sqrt(v), bias correction folded into the step size. Slots are created at build."""
-
-    def __init__(self, variables: Sequence[tf.Variable], learning_rate: float,
-                 beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
-                 name: str = "adam"):
-        super().__init__(name=name)
-        self.learning_rate = float(learning_rate)  # step size
-        self.beta1 = float(beta1)                  # decay of the first moment
-        self.beta2 = float(beta2)                  # decay of the second moment
-        self.epsilon = float(epsilon)              # added to sqrt(v)
-        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
-        self.m = [tf.Variable(tf.zeros_like(v), trainable=False, name="m") for v in variables]
-        self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name="v") for v in variables]
-
-    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
-        """One step. A step that must be skipped when a loss or gradient is not finite
-        goes inside ``nonfinite.apply_if`` (the pretraining loop's updates do)."""
-        t = tf.cast(self.iterations.assign_add(1), tf.float32)
-        lr_t = self.learning_rate * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-        for g, var, m, v in zip(grads, variables, self.m, self.v, strict=True):
-            m_new = m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
-            v_new = v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
-            var.assign(var - lr_t * m_new / (tf.sqrt(v_new) + self.epsilon))
 
 
 class ControllerPretrainer(tf.Module):
@@ -220,10 +208,10 @@ class ControllerPretrainer(tf.Module):
                                tf.function(lambda: nonfinite.all_finite(variables)))
         return self._finite_fn()
 
-    def step_summaries(self, writer) -> _StepSummaries:
+    def step_summaries(self, writer) -> StepSummaries:
         """The compiled summaries of a log step for ``writer`` (traced once per writer)."""
         if self._summaries is None or self._summaries.writer is not writer:
-            object.__setattr__(self, "_summaries", _StepSummaries(self.cc.label_names, writer))
+            object.__setattr__(self, "_summaries", StepSummaries(self.cc.label_names, writer))
         return self._summaries
 
     def checkpoint_writer(self) -> CheckpointWriter:
@@ -238,243 +226,6 @@ class ControllerPretrainer(tf.Module):
         if self._shadow is None:
             object.__setattr__(self, "_shadow", Shadow(self.cc))
         return self._shadow
-
-
-class LabelCounter:
-    """``counter(n, seed)``: int64 [2 ** n_nodes], entry c counting the controller samples
-    whose labels rounded at 0.5 read c in binary (bit i = node i, as ``label_stats.encode``
-    numbers them). For graphs of up to HISTOGRAM_BITS nodes; deterministic given the seed.
-
-    Made cheap because a TVD check's CPU time comes out of the training step's (which
-    keeps every core busy). For 500,000 samples of big_causal_graph, in CPU seconds: the
-    noise U[-1, 1] is drawn by numpy's PCG64 and handed to TensorFlow without a copy,
-    0.12 s against 0.27 s for TensorFlow's Philox; the controller runs on transposed
-    activations ([features, samples]: the same weights, the same function as
-    ``cc.forward``, checked by a test) compiled by XLA, 0.19 s against 0.27 s without XLA
-    and 0.53 s in the controller's own layout. The samples themselves never reach numpy.
-    """
-
-    def __init__(self, cc):
-        self.cc = cc
-        self._codes = tf.function(self._codes_of, jit_compile=True)
-        self._fn = tf.function(self._count, input_signature=[
-            tf.TensorSpec([len(cc), cc.n_hidden, None], tf.float32)])
-
-    def forward_transposed(self, noise: Sequence[tf.Tensor]) -> tf.Tensor:
-        """Labels [n_nodes, N] for per-node noise [cc_n_hidden, N] (node order)."""
-        index = {name: i for i, name in enumerate(self.cc.node_names)}
-        labels: list[tf.Tensor] = []
-        for i, (_, parents) in enumerate(self.cc.graph):
-            x = tf.concat([noise[i], *[labels[index[p]] for p in parents]], axis=0)
-            node = self.cc.nodes[i]
-            last = len(node.weights) - 1
-            for j, (w, b) in enumerate(zip(node.weights, node.biases, strict=True)):
-                x = tf.matmul(w, x, transpose_a=True) + b[:, None]
-                if j < last:
-                    x = tf.nn.leaky_relu(x, 0.2)  # lrelu, max(x, 0.2 x), as one op
-            labels.append(tf.sigmoid(x))
-        return tf.concat(labels, axis=0)
-
-    def _codes_of(self, uniform):
-        """Label codes [N] for uniform [n_nodes, cc_n_hidden, N] in [0, 1)."""
-        n = len(self.cc)
-        labels = self.forward_transposed([2.0 * u - 1.0 for u in tf.unstack(uniform)])
-        bits = tf.cast(labels > 0.5, tf.int32)
-        return tf.reduce_sum(bits * tf.constant([[1 << i] for i in range(n)], tf.int32), axis=0)
-
-    def _count(self, uniform):
-        n = len(self.cc)
-        return tf.math.bincount(self._codes(uniform), minlength=1 << n, maxlength=1 << n)
-
-    def __call__(self, n_samples: int, seed: int = 0) -> np.ndarray:
-        n = len(self.cc)
-        if n > HISTOGRAM_BITS:
-            raise ValueError(f"label counts need at most {HISTOGRAM_BITS} nodes; got {n}")
-        rng = np.random.default_rng([int(seed), n])
-        counts = np.zeros(1 << n, np.int64)
-        for start in range(0, int(n_samples), COUNT_BATCH):
-            size = min(COUNT_BATCH, int(n_samples) - start)
-            uniform = rng.random((n, self.cc.n_hidden, size), dtype=np.float32)
-            # handed over without a copy (converting 36 MB took 30 ms of CPU)
-            counts += self._fn(tf.experimental.dlpack.from_dlpack(uniform.__dlpack__())).numpy()
-        return counts
-
-
-class Shadow:
-    """A second controller of the same shape: ``take()`` copies the weights into it (one
-    compiled call), ``counts`` counts its samples, so a TVD check measures the weights of
-    its step in a background thread while the controller trains on."""
-
-    def __init__(self, cc):
-        from causal_controller.CausalController import CausalController
-
-        self.cc = CausalController(cc.graph, cc.config, seed=0)
-        pairs = list(zip(self.cc.trainable_variables, cc.trainable_variables, strict=True))
-
-        def copy():
-            for target, source in pairs:
-                target.assign(source)
-
-        self._copy = tf.function(copy)
-        self.counts = LabelCounter(self.cc)
-
-    def take(self) -> None:
-        self._copy()
-
-
-# ---------------------------------------------------------------------- checkpoints
-_GRAPH_KEY = "graph/.ATTRIBUTES/VARIABLE_VALUE"
-_PREFIX = "CC-Model"
-
-
-def _checkpoint(cc, pretrainer=None, graph_spec=None) -> tf.train.Checkpoint:
-    parts = {"controller": cc}
-    if pretrainer is not None:
-        parts["pretrainer"] = pretrainer
-    if graph_spec is not None:
-        parts["graph"] = tf.Variable(graph_spec, trainable=False)
-    return tf.train.Checkpoint(**parts)
-
-
-class CheckpointWriter:
-    """Writes the controller's checkpoint (as ``_checkpoint(cc, pretrainer)`` would, the
-    same files) with one compiled call: 6 ms for big_causal_graph's 367 variables against
-    220 ms for ``tf.train.Checkpoint.write`` run eagerly, which reads each variable with
-    its own op and walks the object graph anew each time. Tracing it costs about a
-    second once, so it pays for loops that save often (``pretrain_loop``). The objects'
-    structure must not change after the first call (their variables are all built at
-    construction)."""
-
-    def __init__(self, cc, pretrainer=None):
-        self._checkpoint = _checkpoint(cc, pretrainer, cc.graph_spec)
-        self._write = tf.function(self._checkpoint.write,
-                                  input_signature=[tf.TensorSpec([], tf.string)])
-
-    def __call__(self, file_prefix: str) -> str:
-        return self._write(tf.constant(file_prefix)).numpy().decode()
-
-
-def save_controller(cc, pretrainer, directory: str, step: int,
-                    writer: CheckpointWriter | None = None) -> str:
-    """Write ``<directory>/CC-Model-<step>`` (.index + .data files) and return the prefix.
-
-    Holds the controller, its step, the graph description and, when a pretrainer is
-    given, the critic(s) and both optimizers' slots. The files are written in a hidden
-    temporary folder and renamed into place, the .index last, so a run killed during the
-    write leaves no checkpoint that looks complete (the next save removes the leftovers).
-    A full disk or a read-only folder is a UserError. ``writer``: a CheckpointWriter of
-    the same cc and pretrainer, to write with one compiled call.
-    """
-    name = f"{_PREFIX}-{int(step)}"
-    prefix = os.path.join(directory, name)
-    partial = os.path.join(directory, f".{name}.partial-{os.getpid()}")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        remove_leftovers(directory)
-        os.makedirs(partial, exist_ok=True)
-        write = writer or _checkpoint(cc, pretrainer, cc.graph_spec).write
-        written = write(os.path.join(partial, name))
-        if os.path.exists(prefix + ".index"):
-            os.remove(prefix + ".index")  # an older write of this step stops counting first
-        for data in glob.glob(glob.escape(written) + ".data-*"):
-            os.replace(data, prefix + data[len(written):])
-        os.replace(written + ".index", prefix + ".index")
-    except (OSError, tf.errors.OpError) as err:
-        failure = write_failure(err, f"the controller checkpoint {prefix}")
-        if failure is None:
-            raise
-        raise failure from None
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return prefix
-
-
-def checkpoint_step(prefix: str) -> int:
-    """The step of a CC-Model-<step> prefix."""
-    return int(os.path.basename(prefix).rsplit("-", 1)[1])
-
-
-def _readable(prefix: str) -> bool:
-    """Whether every tensor of a checkpoint can be read (a half-written one cannot)."""
-    if not glob.glob(glob.escape(prefix) + ".data-*"):
-        return False
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for key in reader.get_variable_to_shape_map():
-            reader.get_tensor(key)
-    except (tf.errors.OpError, ValueError):
-        return False
-    return True
-
-
-def latest_controller_checkpoint(directory: str) -> str | None:
-    """The prefix of the highest-step readable CC-Model-<step> in a folder (or its
-    checkpoints/); unreadable ones (half-written by an older version) are skipped."""
-    found = []
-    for folder in (directory, os.path.join(directory, "checkpoints")):
-        for index in glob.glob(os.path.join(glob.escape(folder), f"{_PREFIX}-*.index")):
-            match = re.fullmatch(rf"{_PREFIX}-(\d+)\.index", os.path.basename(index))
-            if match:
-                found.append((int(match.group(1)), index[: -len(".index")]))
-        if found:
-            break
-    for _, prefix in sorted(found, reverse=True):
-        if _readable(prefix):
-            return prefix
-        log.warning("skipping the controller checkpoint %s: it cannot be read", prefix)
-    return None
-
-
-def load_controller(cc, path: str, pretrainer=None) -> str:
-    """Restore ``cc`` (and the pretrainer's critics/optimizers if given) from a checkpoint
-    prefix ``.../CC-Model-20000`` or a folder (its newest CC-Model). Returns the prefix."""
-    path = os.fspath(path)
-    prefix = latest_controller_checkpoint(path) if os.path.isdir(path) else path
-    if prefix is None or not os.path.exists(prefix + ".index"):
-        raise UserError(
-            f"No controller checkpoint at {path!r}: expected a prefix such as "
-            f"'.../controller/checkpoints/{_PREFIX}-20000' (with its .index file) or a folder "
-            f"holding {_PREFIX}-<step>.index files. Check --pt_load_path.")
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as err:
-        raise UserError(f"Cannot read the controller checkpoint {prefix!r}: {err}") from err
-    if reader.has_tensor(_GRAPH_KEY):
-        saved = reader.get_tensor(_GRAPH_KEY)
-        saved = saved.decode() if isinstance(saved, bytes) else str(saved)
-        if saved != cc.graph_spec:
-            raise UserError(
-                f"The controller checkpoint {prefix!r} was trained on another causal graph or "
-                f"controller shape.\n  checkpoint: {saved}\n  this run:   {cc.graph_spec}\n"
-                "Use the same --causal_model, --cc_n_layers and --cc_n_hidden, or pretrain anew.")
-    status = _checkpoint(cc, pretrainer).read(prefix)
-    try:
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as err:
-        raise UserError(
-            f"The controller checkpoint {prefix!r} does not hold every variable of this "
-            f"controller{' and pretrainer' if pretrainer is not None else ''} ({err}). "
-            "Was it written by another model or version?") from err
-    status.expect_partial()
-    return prefix
-
-
-def resume_newer_checkpoint(cc, pretrainer, directory: str) -> str | None:
-    """Load the newest controller checkpoint in ``directory`` if it is ahead of ``cc.step``.
-
-    A run killed between its run checkpoints left its controller checkpoints (written at
-    every TVD check) further on: pretraining continues from there. Returns the prefix
-    loaded, or None.
-    """
-    if not os.path.isdir(directory):
-        return None
-    prefix = latest_controller_checkpoint(directory)
-    if prefix is None or checkpoint_step(prefix) <= int(cc.step.numpy()):
-        return None
-    load_controller(cc, prefix, pretrainer)
-    log.info("pretraining continues from %s (step %d), newer than the run's checkpoint",
-             prefix, checkpoint_step(prefix))
-    return prefix
 
 
 # ---------------------------------------------------------------------- the loop
@@ -541,139 +292,6 @@ def chunk_size(log_step: int) -> int:
     return max(d for d in range(1, min(CHUNK, log_step) + 1) if log_step % d == 0)
 
 
-def measure_tvd(cc, data: np.ndarray, n_samples: int = TVD_SAMPLES):
-    """(TVD, label_dict) of n_samples controller samples against the data rows."""
-    labels, _ = cc.sample(n_samples)
-    labels = labels.numpy()
-    label_dict = {name: labels[:, i:i + 1] for i, name in enumerate(cc.label_names)}
-    frame = pd.DataFrame(data, columns=cc.label_names)
-    return label_stats.calc_tvd(label_dict, frame), label_dict, frame
-
-
-def tvd_of_counts(counts: np.ndarray, data_counts: np.ndarray) -> float:
-    """TVD between two histograms of label vectors (as ``label_stats.calc_tvd`` computes it)."""
-    p = counts.astype(np.float64)
-    q = data_counts.astype(np.float64)
-    return float(0.5 * np.abs(p / max(p.sum(), 1.0) - q / max(q.sum(), 1.0)).sum())
-
-
-def expand_counts(counts: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The label vectors of a histogram as {name: uint8 (N, 1)}, each vector repeated as
-    often as it was counted (what ``label_stats.crosstab`` takes; the loop itself writes its
-    crosstabs from the histogram, ``label_stats.crosstab_of_counts``)."""
-    codes = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    bits = ((codes[:, None] >> np.arange(len(names), dtype=np.int32)) & 1).astype(np.uint8)
-    return {name: bits[:, i:i + 1] for i, name in enumerate(names)}
-
-
-class _TvdChecks:
-    """The loop's TVD checks, one in flight at a time.
-
-    ``start(step)`` copies the controller's weights into its shadow and hands the rest to
-    a background thread (or, with ``background=False``, does it at once): the TVD of
-    ``n_samples`` shadow samples, ``misc/tvd`` and the crosstab report
-    ``<step>_glabel_crosstab.txt``. ``result()`` waits for the check in flight and returns
-    (step, tvd), or None when there is none; ``ready()`` says whether it has finished.
-    Graphs of more than HISTOGRAM_BITS nodes are measured at ``start`` from samples.
-    """
-
-    def __init__(self, pretrainer, data: np.ndarray, controller_dir: str, n_samples: int,
-                 writer, step_offset: int, background: bool = True):
-        self.cc = pretrainer.cc
-        self.names = list(self.cc.label_names)
-        self.data = (np.asarray(data) > 0.5).astype(np.uint8)
-        self.controller_dir, self.n_samples = controller_dir, int(n_samples)
-        self.writer, self.step_offset = writer, step_offset
-        self.shadow = pretrainer.shadow() if len(self.names) <= HISTOGRAM_BITS else None
-        if self.shadow is not None:
-            self.data_counts = np.bincount(label_stats.encode(self.data),
-                                           minlength=1 << len(self.names))
-        self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tvd-check")
-                      if background else None)
-        self._future: concurrent.futures.Future | None = None
-
-    def start(self, step: int) -> None:
-        if self._future is not None:
-            raise RuntimeError("collect the previous TVD check first")
-        if self.shadow is not None:
-            self.shadow.take()
-            job = functools.partial(self._from_counts, step)
-        else:
-            tvd, label_dict, _ = measure_tvd(self.cc, self.data, self.n_samples)
-            job = functools.partial(self._finish, step, tvd, lambda: label_stats.crosstab(
-                label_dict, self.data, step=step))
-        if self._pool is not None:
-            self._future = self._pool.submit(job)
-        else:
-            self._future = concurrent.futures.Future()
-            self._future.set_result(job())
-
-    def _from_counts(self, step: int):
-        counts = self.shadow.counts(self.n_samples, seed=step)
-        tvd = tvd_of_counts(counts, self.data_counts)
-        return self._finish(step, tvd, lambda: label_stats.crosstab_of_counts(
-            counts, self.data, self.names, step=step))
-
-    def _finish(self, step: int, tvd: float, report):
-        if self.writer is not None:
-            with self.writer.as_default():
-                tf.summary.scalar("misc/tvd", tvd, step=step + self.step_offset)
-        path = os.path.join(self.controller_dir, f"{step}_glabel_crosstab.txt")
-        write_text(path, report())
-        return step, tvd
-
-    @property
-    def pending(self) -> bool:
-        return self._future is not None
-
-    def ready(self) -> bool:
-        return self._future is not None and self._future.done()
-
-    def result(self):
-        if self._future is None:
-            return None
-        future, self._future = self._future, None
-        return future.result()
-
-    def close(self) -> None:
-        """Let a check in flight finish (its files stay whole) and stop the thread."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
-
-LOSS_KEYS = ("c_loss", "dcc_loss", "gp", "w_dist")
-
-
-class _StepSummaries:
-    """The summaries of a log step, tf.summary ops traced into one compiled call (54 eager
-    writes per step for big_causal_graph cost 7 ms of the loop's own thread):
-    ``pretrain/<loss>``, ``pretrain/skipped_updates`` and, per node, the mean, std and
-    histogram of the fake and of the real labels. Bound to one summary writer."""
-
-    def __init__(self, names: Sequence[str], writer, buckets: int = 20):
-        self.names, self.writer, self.buckets = list(names), writer, buckets
-        self._fn = tf.function(self._write)
-
-    def __call__(self, step: int, out: dict, skipped: int, real) -> None:
-        with self.writer.as_default():
-            self._fn(tf.constant(step, tf.int64), tf.stack([out[k] for k in LOSS_KEYS]),
-                     tf.constant(float(skipped)), out["fake"], tf.convert_to_tensor(real))
-
-    def _write(self, step, losses, skipped, fake, real):
-        for key, value in zip(LOSS_KEYS, tf.unstack(losses), strict=True):
-            tf.summary.scalar(f"pretrain/{key}", value, step=step)
-        tf.summary.scalar("pretrain/skipped_updates", skipped, step=step)
-        for i, name in enumerate(self.names):
-            for kind, values in (("fake", fake[:, i]), ("real", tf.cast(real[:, i], tf.float32))):
-                mean, variance = tf.nn.moments(values, axes=[0])
-                tf.summary.scalar(f"{name}/{name}_{kind}_mean", mean, step=step)
-                tf.summary.scalar(f"{name}/{name}_{kind}_std", tf.sqrt(variance), step=step)
-                # the finite values only: NaN/Inf of a diverged run would break the bins
-                finite = tf.boolean_mask(values, tf.math.is_finite(values))
-                tf.summary.histogram(f"{name}/{name}_{kind}", finite, step=step,
-                                     buckets=self.buckets)
-
-
 def _weights_finite(pretrainer) -> bool:
     """Whether the controller's and the pretrainer's variables are all finite."""
     return bool(pretrainer.weights_finite())
@@ -727,7 +345,7 @@ def pretrain_loop(cc, pretrainer: ControllerPretrainer, real_labels, data_labels
     counter = nonfinite.NonFiniteCounter(
         max_nonfinite, NONFINITE_NAMES, what="Controller pretraining",
         advice=f"Checkpoints written before stay as they were (the controller's in {ckpt_dir}).")
-    checks = _TvdChecks(pretrainer, data, controller_dir, tvd_samples, writer, step_offset,
+    checks = TvdChecks(pretrainer, data, controller_dir, tvd_samples, writer, step_offset,
                         background=background)
     summaries = pretrainer.step_summaries(writer) if writer is not None else None
     tvd, last_check = float("nan"), None

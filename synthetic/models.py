@@ -37,7 +37,7 @@ import tensorflow as tf
 
 import nets
 import nonfinite
-from causal_controller.pretrain import Adam  # TF1's AdamOptimizer, as the reference ran
+from causal_controller.adam import Adam  # TF1's AdamOptimizer, as the reference ran
 from synthetic.config import DATA_TYPES, FC_LAYERS, GENERATORS, GRAPHS  # noqa: F401
 
 VARIABLES = ("X1", "X2", "X3")
