@@ -82,6 +82,17 @@ def all_finite(value) -> tf.Tensor:
     return tf.reduce_all(tf.math.is_finite(flat))
 
 
+def _mask_names(named: Mapping[str, object], names: Sequence[str] | None) -> list[str]:
+    """The names that give the mask's bits (default: ``named``'s order), checked."""
+    names = list(named) if names is None else list(names)
+    if len(names) > 31:
+        raise ValueError(f"at most 31 named values fit in the mask; got {len(names)}")
+    unknown = [key for key in named if key not in names]
+    if unknown:
+        raise ValueError(f"{unknown} are not among the names {names}")
+    return names
+
+
 def check(named: Mapping[str, object], names: Sequence[str] | None = None):
     """(finite, bad) for named losses and gradients, inside or outside a tf.function.
 
@@ -92,12 +103,7 @@ def check(named: Mapping[str, object], names: Sequence[str] | None = None):
     Returns a scalar bool tensor (everything finite) and an int32 mask, bit i set when
     ``names[i]`` holds a NaN or Inf.
     """
-    names = list(named) if names is None else list(names)
-    if len(names) > 31:
-        raise ValueError(f"at most 31 named values fit in the mask; got {len(names)}")
-    unknown = [key for key in named if key not in names]
-    if unknown:
-        raise ValueError(f"{unknown} are not among the names {names}")
+    names = _mask_names(named, names)
     bad = tf.constant(0, tf.int32)
     for bit, name in enumerate(names):
         if name in named:
@@ -109,12 +115,7 @@ def check(named: Mapping[str, object], names: Sequence[str] | None = None):
 def check_runs(named: Mapping[str, object], names: Sequence[str] | None = None):
     """``check`` for tensors whose leading axis holds R independent runs trained side by
     side (losses [R], gradients [R, ...]): (finite [R] bool, bad [R] int32), one per run."""
-    names = list(named) if names is None else list(names)
-    if len(names) > 31:
-        raise ValueError(f"at most 31 named values fit in the mask; got {len(names)}")
-    unknown = [key for key in named if key not in names]
-    if unknown:
-        raise ValueError(f"{unknown} are not among the names {names}")
+    names = _mask_names(named, names)
     bad = None
     for bit, name in enumerate(names):
         if name not in named:
