@@ -9,6 +9,7 @@ controller's probabilities beside the exact truth (docs/API.md has every example
     same = run.sample_same([{"Bald": 1}, {"Bald": 0}, None], n=8, seed=0)
     same.save("bald.png")                              # one row per intervention
     run.probabilities(do={"Bald": 1})                  # P(label = 1): model, truth, data
+    cf = run.counterfactuals(faces, do={"Male": 0})    # the same faces, had they been women
 
 The rules:
 
@@ -27,12 +28,20 @@ The rules:
   or the built-in one when the data folder is absent) and NaN elsewhere; ``data`` is the
   frequency in the run's attribute file (conditions only; NaN under do or without data).
 
-Counterfactuals of given images (issue #22) plug in through ``set_counterfactuals``.
+Counterfactuals of given images (``abduction.py``): G's image noise of each face is
+abducted (an encoder trained on G's own samples, cached in ``<run>/counterfactual/encoder/``,
+then refinement against the face's pixels), the controller's noise is drawn so that it
+reproduces the face's labels, the intervened nodes are set and their descendants
+recomputed, and G draws the result with the face's own image noise. This is the one call
+that may write into the run folder (the encoder's cache; a read-only folder keeps it in
+memory).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +50,8 @@ import pandas as pd
 
 import saved_run
 from errors import UserError
+
+log = logging.getLogger(__name__)
 
 MIN_ACCEPTANCE = 1e-3     # conditions met less often than this are refused
 POOL = 8_192              # controller draws per round of redrawing under a condition
@@ -143,16 +154,29 @@ def describe(do: Mapping, cond: Mapping) -> str:
     return ", ".join(parts) or "observational"
 
 
-# ----------------------------------------------------------------------------- counterfactuals
-_counterfactuals: Callable | None = None
+@dataclass
+class Counterfactuals:
+    """k given faces and what they would have been under ``do`` (``Run.counterfactuals``)."""
 
+    do: dict                       # the interventions {node: 0 or 1}
+    faces: np.ndarray              # [k, H, W, C] uint8: the given images
+    factual_labels: pd.DataFrame   # [k rows] the faces' labels (given, or the encoder's reading);
+    labels: pd.DataFrame           # the labels under do (non-descendants kept); both indexed
+                                   # as the labels given (e.g. file names), else 0..k-1
+    reconstructions: np.ndarray    # [k, H, W, C] uint8: G's redraw of each face (its own labels)
+    images: np.ndarray             # [k, H, W, C] uint8: G's drawing of each face under do
+    z_gen: np.ndarray              # [k, z_dim] float32: each face's abducted image noise
+    mse: float                     # mean squared pixel error of the redraw (pixels in [0, 1])
 
-def set_counterfactuals(method: Callable | None) -> None:
-    """The hook for counterfactuals of given images (issue #22): ``method(run, images, do,
-    **options)`` is what ``Run.counterfactuals(images, do, **options)`` returns. None
-    unplugs it."""
-    global _counterfactuals
-    _counterfactuals = method
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def grid(self) -> np.ndarray:
+        """Three rows: the faces, G's redraws, the counterfactuals; one column per face."""
+        return tile(np.concatenate([self.faces, self.reconstructions, self.images]), len(self))
+
+    def save(self, path) -> Path:
+        return write_png(self.grid(), path)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -325,14 +349,94 @@ class Run:
             out[:] = attr.loc[keep, self.label_names].to_numpy().mean(axis=0)
         return out
 
-    def counterfactuals(self, images, do: Mapping, **options):
-        """Counterfactuals of given images under ``do`` (issue #22): the method plugged in
-        with ``set_counterfactuals``; a UserError until one is."""
-        if _counterfactuals is None:
-            raise UserError("Counterfactuals of given images are not available yet (issue "
-                            "#22). Until then, python -m figure_scripts encode fits a run's "
-                            "inputs to real faces and intervenes on them.")
-        return _counterfactuals(self, images, self._check(do, "do"), **options)
+    def counterfactuals(self, images, do: Mapping, labels=None, *, seed: int = 0,
+                        refine_steps: int = 100, encoder_steps: int = 3000,
+                        progress: bool = True) -> Counterfactuals:
+        """What the given faces would have looked like under ``do`` (module docstring).
+
+        images: [k, H, W, C] in [0, 255] (uint8 or float) at the run's image size.
+        do: {node: 0 or 1}. labels: the faces' 0/1 labels (a DataFrame with a column per
+        node, or an array [k, nodes] in the graph's order); None reads them with the
+        encoder. seed: the controller noise's draw. refine_steps: Adam steps fitting each
+        face's image noise. encoder_steps: training steps of an encoder not yet cached
+        (trained once per model step; a progress bar shows it unless ``progress`` is False).
+        """
+        import abduction
+
+        do = self._check(do, "do")
+        bad = {k: v for k, v in do.items() if v not in (0.0, 1.0)}
+        if bad:
+            raise UserError(f"do: a counterfactual sets labels to 0 or 1; got {bad}.")
+        if not self.has_images:
+            raise UserError(f"{self.saved.model_dir} trained the controller only: it has no "
+                            "image model to draw counterfactual images with.")
+        faces = self._faces(images)
+        factual = None if labels is None else self._factual(labels, len(faces))
+        model, cc = self.saved.model, self.saved.cc
+        encoder = self._encoder(int(encoder_steps), progress)
+        fit, used = abduction.abduct(model, encoder, faces.astype(np.float32), factual,
+                                     steps=int(refine_steps))
+        noise = abduction.controller_noise(cc, used, seed=int(seed))
+        changed = abduction.counterfactual_labels(cc, used, noise, do)
+        drawn = model.generate(changed.astype(np.float32), fit.z_gen, round_labels=True)
+
+        def as_uint8(x):
+            return np.clip(np.rint(np.asarray(x)), 0, 255).astype(np.uint8)
+
+        index = labels.index if isinstance(labels, pd.DataFrame) else None  # e.g. file names
+
+        def frame(x):
+            return pd.DataFrame((np.asarray(x) > 0.5).astype(np.int8), columns=self.label_names,
+                                index=index)
+
+        return Counterfactuals(do, faces, frame(used), frame(changed),
+                               as_uint8(fit.reconstruction), as_uint8(drawn), fit.z_gen,
+                               float(fit.mse[-1]))
+
+    def _faces(self, images) -> np.ndarray:
+        shape = self.saved.image_shape
+        faces = np.asarray(images)
+        if faces.ndim == 3 and shape is not None and shape[2] == 1 and faces.shape[1:] == shape[:2]:
+            faces = faces[..., None]
+        if faces.ndim != 4 or tuple(faces.shape[1:]) != tuple(shape) or not len(faces):
+            raise UserError(f"images: give an array [k, {shape[0]}, {shape[1]}, {shape[2]}] "
+                            f"(this run's image size); got shape {faces.shape}. Resize the "
+                            "faces first (PIL's Image.resize, as the data pipeline does).")
+        if not np.issubdtype(faces.dtype, np.number) or not np.isfinite(faces).all() \
+                or faces.min() < 0 or faces.max() > 255:
+            raise UserError("images: pixel values must be finite numbers in [0, 255].")
+        return np.clip(np.rint(faces), 0, 255).astype(np.uint8)
+
+    def _factual(self, labels, k: int) -> np.ndarray:
+        if isinstance(labels, pd.DataFrame):
+            missing = [name for name in self.label_names if name not in labels.columns]
+            if missing:
+                raise UserError(f"labels: the columns {', '.join(missing)} are missing; give "
+                                f"one column per node ({', '.join(self.label_names)}).")
+            labels = labels[self.label_names].to_numpy()
+        values = np.asarray(labels, np.float32)
+        if values.shape != (k, len(self.label_names)) or not np.isin(values, (0.0, 1.0)).all():
+            raise UserError(f"labels: give 0/1 labels [{k} faces, {len(self.label_names)} "
+                            f"nodes: {', '.join(self.label_names)}]; got shape "
+                            f"{values.shape}.")
+        return values
+
+    def _encoder(self, steps: int, progress: bool):
+        """The run's encoder: cached on this Run, in the run folder when it can be written."""
+        import abduction
+
+        cached = getattr(self, "_encoder_cache", None)
+        if cached is not None and cached.info.get("model_step") == self.saved.model_step:
+            return cached
+        writable = os.access(self.saved.model_dir, os.W_OK)
+        cache = Path(self.saved.model_dir) / abduction.ENCODER_DIR / abduction.INFO_FILE
+        if not writable and not cache.is_file():
+            log.warning("%s cannot be written: the counterfactuals' encoder is trained in "
+                        "memory and not cached", self.saved.model_dir)
+        encoder = abduction.get_encoder(self.saved, steps=steps, progress=progress,
+                                        save=writable)
+        self._encoder_cache = encoder
+        return encoder
 
 
 def open_run(path) -> Run:

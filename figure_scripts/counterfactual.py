@@ -5,7 +5,7 @@
            [--encoder_steps 1500] [--retrain_encoder] [--train_readers]
 
 For each of ``--n`` held-out faces of the data set (``classifier.heldout_mask``) the run
-abducts the image noise (``figure_scripts.abduction``: an encoder trained on G's samples,
+abducts the image noise (the core's ``abduction``: an encoder trained on G's samples,
 then a few steps of latent optimisation; the labels are the data set's), then draws the
 face under each ``--do``. Measured, each by every reader of the fidelity report's panel:
 
@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+import abduction
 from errors import UserError
-from figure_scripts import abduction
 from figure_scripts.encode import parse_do, strip
 from figure_scripts.run import add_run_arguments, attribute_table, load_run
 from figure_scripts.sample import check_nodes, descendants, image_model

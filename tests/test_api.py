@@ -30,6 +30,9 @@ def doc_examples() -> list[str]:
 
 
 def test_every_example_of_the_api_doc_runs(run_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    run_dir = shutil.copytree(run_dir, tmp_path / "run")  # the counterfactual caches its encoder
     examples = doc_examples()
     assert len(examples) >= 8
     monkeypatch.chdir(tmp_path)  # the examples' files land here
@@ -37,7 +40,7 @@ def test_every_example_of_the_api_doc_runs(run_dir, tmp_path, monkeypatch, capsy
     for i, code in enumerate(examples):
         code = code.replace(DOC_RUN, str(run_dir))
         exec(compile(code, f"docs/API.md example {i + 1}", "exec"), namespace)  # noqa: S102
-    for name in ("do_bald.png", "bald_1_0_none.png"):
+    for name in ("do_bald.png", "bald_1_0_none.png", "had_they_been_women.png"):
         assert (tmp_path / name).stat().st_size > 200
     out = capsys.readouterr().out
     assert "Nose is not a node" in out and "almost never meets" in out
@@ -112,6 +115,90 @@ def test_a_rare_condition_of_the_probabilities_is_refused(run):
         run.probabilities(do={"Bald": 1}, cond={"Bald": 0})
 
 
-def test_counterfactuals_wait_for_their_method(run):
-    with pytest.raises(UserError, match="issue #22"):
-        run.counterfactuals(np.zeros([1, 16, 16, 3]), {"Bald": 1})
+# ----------------------------------------------------------------------------- counterfactuals
+@pytest.fixture(scope="module")
+def faces(run):
+    """Four faces of the tiny run's data set at its image size, and their labels."""
+    from PIL import Image
+
+    size = run.saved.image_shape[0]
+    attr = run.saved.attr.head(4)
+    images = np.stack([np.asarray(Image.open(run.saved.dataset_dir / "images" / name)
+                                  .convert("RGB").resize((size, size), Image.BILINEAR))
+                       for name in attr.index])
+    return images, attr
+
+
+@pytest.fixture(scope="module")
+def writable_run(run_dir, tmp_path_factory):
+    """A copy of the tiny run (the shared one is read-only by agreement)."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("cf_run") / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("counterfactual"))
+    return api.open_run(copy)
+
+
+def test_counterfactuals_set_the_do_and_keep_the_non_descendants(writable_run, faces):
+    images, attr = faces
+    cf = writable_run.counterfactuals(images, {"Male": 0}, labels=attr, encoder_steps=5,
+                                      refine_steps=3, progress=False)
+    names = writable_run.label_names
+    assert cf.images.shape == images.shape and cf.images.dtype == np.uint8
+    assert cf.reconstructions.shape == images.shape and cf.z_gen.shape == (4, 4)
+    assert list(cf.labels.columns) == names and len(cf) == 4
+    np.testing.assert_array_equal(cf.factual_labels.to_numpy(), attr[names].to_numpy())
+    assert (cf.labels["Male"] == 0).all()
+    for kept in ("Young", "Eyeglasses"):  # not below Male in big_causal_graph
+        np.testing.assert_array_equal(cf.labels[kept], attr[kept])
+    # the encoder is cached in the run folder and used again
+    info = writable_run.saved.model_dir / "counterfactual" / "encoder" / "encoder.json"
+    assert info.is_file()
+    assert writable_run._encoder(5, False) is writable_run._encoder_cache
+    assert cf.grid().shape[0] == 3 * (images.shape[1] + 2) + 2
+
+
+def test_a_counterfactual_that_changes_nothing_is_the_redraw(writable_run, faces):
+    images, attr = faces
+    cf = writable_run.counterfactuals(images, {}, labels=attr, encoder_steps=5,
+                                      refine_steps=3, progress=False)
+    np.testing.assert_array_equal(cf.labels.to_numpy(), cf.factual_labels.to_numpy())
+    diff = np.abs(cf.images.astype(int) - cf.reconstructions.astype(int))
+    assert diff.max() <= 1  # the same labels and noise: the same image (rounding aside)
+    flipped = attr.assign(Male=1 - attr["Male"])
+    moved = writable_run.counterfactuals(images, {"Male": 1}, labels=flipped,
+                                         encoder_steps=5, refine_steps=3, progress=False)
+    assert (moved.labels["Male"] == 1).all() and (moved.factual_labels["Male"] == 1 - attr["Male"]).all()
+    assert not np.array_equal(moved.images, cf.images)
+
+
+def test_counterfactuals_without_labels_read_them_with_the_encoder(writable_run, faces):
+    cf = writable_run.counterfactuals(faces[0], {"Bald": 1}, encoder_steps=5, refine_steps=2,
+                                      progress=False)
+    assert set(np.unique(cf.factual_labels.to_numpy())) <= {0, 1}
+    assert (cf.labels["Bald"] == 1).all()
+
+
+def test_a_read_only_run_keeps_the_encoder_in_memory(run_dir, tmp_path, faces, caplog,
+                                                    monkeypatch):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("counterfactual"))
+    monkeypatch.setattr(api.os, "access", lambda path, mode: False)  # as if read-only
+    cf = api.open_run(copy).counterfactuals(faces[0][:2], {"Bald": 1}, encoder_steps=3,
+                                            refine_steps=1, progress=False)
+    assert len(cf) == 2 and not (copy / "counterfactual").exists()
+    assert "cannot be written" in caplog.text
+
+
+@pytest.mark.parametrize("args, message", [
+    ((np.zeros([2, 8, 8, 3]), {"Bald": 1}), r"give an array \[k, 16, 16, 3\]"),
+    ((np.full([1, 16, 16, 3], 300.0), {"Bald": 1}), r"in \[0, 255\]"),
+    ((np.zeros([1, 16, 16, 3]), {"Nose": 1}), "Nose is not a node"),
+    ((np.zeros([1, 16, 16, 3]), {"Bald": 0.5}), "sets labels to 0 or 1"),
+    ((np.zeros([1, 16, 16, 3]), {"Bald": 1}, np.zeros([1, 3])), r"give 0/1 labels \[1 faces"),
+])
+def test_bad_counterfactual_requests_are_user_errors(run, args, message):
+    with pytest.raises(UserError, match=message):
+        run.counterfactuals(*args, progress=False)

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import abduction
 import main as main_module
 from errors import UserError
-from figure_scripts import abduction, counterfactual, readers
+from figure_scripts import counterfactual, readers
 from figure_scripts.__main__ import run as figures
 
 GRAPH = {"Young": [], "Male": [], "Bald": ["Male", "Young"], "Eyeglasses": ["Young"]}

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+import causal_graph
 from errors import UserError
-from figure_scripts.sample import descendants
 from nets import to_unit
 
 ENCODER_DIR = Path("counterfactual") / "encoder"
@@ -156,12 +156,16 @@ def train_encoder(model, cc, image_size: int, channels: int, *, steps: int = 300
 
 
 def get_encoder(trainer, *, steps: int = 3000, retrain: bool = False, seed: int = 0,
-                progress: bool = True, folder=None) -> Encoder:
+                progress: bool = True, folder=None, save: bool = True) -> Encoder:
     """The run's cached encoder (``<run>/counterfactual/encoder/``), trained first when
-    missing, made for another step of the model, or ``retrain``."""
-    from figure_scripts.sample import image_model
-
-    model = image_model(trainer)
+    missing, made for another step of the model, or ``retrain``; a newly trained one is
+    written to the cache unless ``save`` is False. ``trainer``: a ``saved_run.SavedRun``
+    (or anything with its ``model``, ``cc``, ``config``, ``model_dir``, ``model_step``)."""
+    model = getattr(trainer, "model", None)
+    if model is None:
+        raise UserError("This run has no image model (it trained the controller only); "
+                        "counterfactual images need a run made with --model_type began "
+                        "(or dcgan).")
     if not hasattr(model, "z_dim"):
         raise UserError("This run's image model takes no image noise z_gen to abduct.")
     folder = Path(folder) if folder is not None else Path(trainer.model_dir) / ENCODER_DIR
@@ -174,7 +178,8 @@ def get_encoder(trainer, *, steps: int = 3000, retrain: bool = False, seed: int 
             return Encoder.load(folder)
     encoder = train_encoder(model, trainer.cc, size, channels, steps=steps, seed=seed,
                             progress=progress, model_step=step)
-    encoder.save(folder)
+    if save:
+        encoder.save(folder)
     return encoder
 
 
@@ -267,7 +272,7 @@ def counterfactual_labels(cc, labels01, noise, do) -> np.ndarray:
         if node not in names:
             raise UserError(f"do({node}=...): {node} is not a node of this run's graph; its "
                             f"nodes: {', '.join(names)}.")
-        below.update(descendants(cc, node))
+        below.update(causal_graph.descendants(cc.graph, node))
     for i, name in enumerate(names):  # topological order
         if name in do:
             labels[:, i] = float(do[name])
