@@ -15,13 +15,14 @@ as benchmarks/bench_began.py counts them), so they are what an iteration really 
 The baseline, measured in the same run and interleaved with the timings, is
 bench_began's: a large 3x3 convolution, forward alone.
 
-``--demo`` times the iteration the README's demo trains (32x32, widths 32, batch 64,
---schedule every_step --minibatch_features False --projection_D True --g_ema 0.99 --tau
-100, labels drawn from a big_causal_graph controller and resampled as --rare_label_rate
-0.3 --rare_pair_rate 0.2 make them; the trainer's train function under
-trainer.cpu_strategy, non-finite check included) against a plain conditional DCGAN with
-an auxiliary label head (benchmarks/plain_cdcgan.py: the same G and D, one D and one G
-Adam update per step), interleaved round by round, and prints images/s of both, their
+``--demo`` times the iteration the README's demo trains (its image-model flags read from
+configs/toyfaces_demo.txt by benchmarks/demo_loop.py; labels drawn from a
+big_causal_graph controller and resampled as its --rare_label_rate and --rare_pair_rate
+make them; the trainer's train function under trainer.cpu_strategy, non-finite check
+included) against a plain conditional DCGAN with an auxiliary label head
+(benchmarks/plain_cdcgan.py: the same G, upsampling included, and D at the same widths
+and batch; one D and one G Adam update per step, no R1, no EMA), interleaved round by
+round, and prints images/s of both, their
 ratio and CausalGAN's share of the conv baseline. Then ``Trainer.train_loop`` itself on
 a tiny rendered toy-face set at the demo's flags (benchmarks/demo_loop.py): iterations/s
 end to end (the pipeline's start, figure steps and checkpoints timed apart) against the bare train function on
@@ -121,7 +122,7 @@ def demo_models(seed: int = 0):
         model = CausalGAN(cfg, names, 32, controller=controller, seed=seed)
     model.label_weights = tf.constant(data_loader.rare_pair_weights(table, 0.3, 0.2), tf.float32)
     plain = PlainCDCGAN(len(names), 32, cfg.gf_dim, cfg.df_dim, cfg.z_dim, cfg.batch_size,
-                        cfg.learning_rate, cfg.beta1, seed=seed)
+                        cfg.learning_rate, cfg.beta1, seed=seed, upsample=cfg.g_upsample)
     rng = np.random.default_rng(seed)
     batch = (tf.constant(rng.uniform(0, 255, [cfg.batch_size, 32, 32, 3]), tf.float32),
              tf.constant(table[:cfg.batch_size]))

@@ -31,11 +31,13 @@ class PlainCDCGAN(tf.Module):
 
     def __init__(self, n_labels: int, size: int = 32, gf_dim: int = 32, df_dim: int = 32,
                  z_dim: int = 100, batch_size: int = 64, learning_rate: float = 2e-4,
-                 beta1: float = 0.5, channels: int = 3, seed: int = 0):
+                 beta1: float = 0.5, channels: int = 3, seed: int = 0,
+                 upsample: str = "deconv"):
         super().__init__(name="plain_cdcgan")
         init = tf.random.Generator.from_seed(seed)
         self.z_dim, self.n_labels = int(z_dim), int(n_labels)
-        self.G = Generator(self.z_dim + self.n_labels, gf_dim, size, channels, batch_size, init)
+        self.G = Generator(self.z_dim + self.n_labels, gf_dim, size, channels, batch_size, init,
+                           upsample)
         self.D = Discriminator(df_dim, size, channels, batch_size, rng=init, minibatch=False,
                                n_labels=self.n_labels)
         adam = dict(learning_rate=learning_rate, beta1=beta1, beta2=0.999)
