@@ -330,35 +330,8 @@ def _decode(data: tf.Tensor, is_crop: bool) -> tf.Tensor:
     return image
 
 
-def image_dataset(
-    dataset_dir,
-    attr_df: pd.DataFrame,
-    label_names: Sequence[str],
-    batch_size: int,
-    *,
-    scale_size: int = 64,
-    is_crop: bool = True,
-    resize_method: str = "AREA",
-    grayscale: bool = False,
-    num_worker: int = 24,
-    seed=None,
-    shuffle: bool = True,
-    flip: bool = True,
-    repeat: bool = True,
-    repeats=None,
-) -> tf.data.Dataset:
-    """Batches of ``(images float32 [B, S, S, C] in [0, 255], labels float32 [B, n])``.
-
-    ``repeats`` (ints, one per row of attr_df; ``--rare_label_rate``) makes each epoch a
-    permutation of the rows each repeated that many times (its flips drawn per position).
-
-    Images are read from ``dataset_dir/images/<index of attr_df>``. The order (one
-    permutation per epoch) and the flips are fixed by ``seed``. A file that cannot be
-    read or decoded is skipped; the first time, a warning names it. An epoch in which no
-    image can be read raises tf.errors.InvalidArgumentError (see
-    ``unreadable_data_error``).
-    """
-    _check_batch_size(batch_size)
+def _resize_method(resize_method: str, scale_size: int):
+    """The tf.image resize method named by --resize_method, after checking the output size."""
     method = RESIZE_METHODS.get(str(resize_method).upper())
     if method is None:
         raise UserError(
@@ -366,18 +339,12 @@ def image_dataset(
         )
     if int(scale_size) < 1:
         raise UserError(f"--input_scale_size must be a positive size, got {scale_size}.")
-    table = _label_table(attr_df, label_names)
-    n, k = table.shape
-    rows = np.arange(n) if repeats is None else np.repeat(np.arange(n), np.asarray(repeats, int))
-    m = len(rows)  # positions per epoch
-    rows_t = tf.constant(rows, tf.int64)
-    size, channels = int(scale_size), 1 if grayscale else 3
-    seed = _pick_seed(seed)
-    flip_seed = seed ^ 0x5DEECE66D
-    folder = Path(dataset_dir) / "images"
-    paths_np = np.array([str(folder / name) for name in attr_df.index])
-    paths, labels = tf.constant(paths_np), tf.constant(table)
-    parallel = max(1, min(int(num_worker), os.cpu_count() or 1))
+    return method
+
+
+def _image_loader(paths, labels, size, channels, method, is_crop, grayscale, flip, flip_seed):
+    """The map function (position, row index) -> (position, image, label); index -1 is a marker."""
+    k = labels.shape[1]
 
     def load(position, index):
         if_marker = tf.zeros([size, size, channels]), tf.zeros([k])
@@ -397,6 +364,11 @@ def image_dataset(
         image.set_shape([size, size, channels])
         return position, image, labels[index]
 
+    return load
+
+
+def _skip_tracker(paths_np, order, m, n, folder, is_crop):
+    """The scan function that names skipped files and stops on an epoch with nothing read."""
     warned: set[str] = set()
 
     def report_skipped(first, end):
@@ -442,6 +414,51 @@ def image_dataset(
             read = tf.where(is_end, tf.constant(0, tf.int64), read + 1)
         return (expected, read), (position, image, label)
 
+    return track
+
+
+def image_dataset(
+    dataset_dir,
+    attr_df: pd.DataFrame,
+    label_names: Sequence[str],
+    batch_size: int,
+    *,
+    scale_size: int = 64,
+    is_crop: bool = True,
+    resize_method: str = "AREA",
+    grayscale: bool = False,
+    num_worker: int = 24,
+    seed=None,
+    shuffle: bool = True,
+    flip: bool = True,
+    repeat: bool = True,
+    repeats=None,
+) -> tf.data.Dataset:
+    """Batches of ``(images float32 [B, S, S, C] in [0, 255], labels float32 [B, n])``.
+
+    ``repeats`` (ints, one per row of attr_df; ``--rare_label_rate``) makes each epoch a
+    permutation of the rows each repeated that many times (its flips drawn per position).
+
+    Images are read from ``dataset_dir/images/<index of attr_df>``. The order (one
+    permutation per epoch) and the flips are fixed by ``seed``. A file that cannot be
+    read or decoded is skipped; the first time, a warning names it. An epoch in which no
+    image can be read raises tf.errors.InvalidArgumentError (see
+    ``unreadable_data_error``).
+    """
+    _check_batch_size(batch_size)
+    method = _resize_method(resize_method, scale_size)
+    table = _label_table(attr_df, label_names)
+    n = table.shape[0]
+    rows = np.arange(n) if repeats is None else np.repeat(np.arange(n), np.asarray(repeats, int))
+    m = len(rows)  # positions per epoch
+    rows_t = tf.constant(rows, tf.int64)
+    size, channels = int(scale_size), 1 if grayscale else 3
+    seed = _pick_seed(seed)
+    folder = Path(dataset_dir) / "images"
+    paths_np = np.array([str(folder / name) for name in attr_df.index])
+    paths, labels = tf.constant(paths_np), tf.constant(table)
+    parallel = max(1, min(int(num_worker), os.cpu_count() or 1))
+
     def order(e):
         return tf.gather(rows_t, _epoch_order(m, seed, e, shuffle))
 
@@ -451,6 +468,9 @@ def image_dataset(
         end = tf.data.Dataset.from_tensors((-(e + 1), tf.constant(-1, tf.int64)))
         return items.concatenate(end)
 
+    load = _image_loader(paths, labels, size, channels, method, is_crop, grayscale, flip,
+                         flip_seed=seed ^ 0x5DEECE66D)
+    track = _skip_tracker(paths_np, order, m, n, folder, is_crop)
     epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
     ds = epochs.flat_map(epoch)
     ds = ds.map(load, num_parallel_calls=parallel, deterministic=True)
