@@ -297,6 +297,119 @@ def _weights_finite(pretrainer) -> bool:
     return bool(pretrainer.weights_finite())
 
 
+class _LoopRun:
+    """One pretrain_loop call's state: the checkpoints saved, the TVD checks, bar and summaries."""
+
+    def __init__(self, cc, pretrainer, data, cc_config, controller_dir, writer, log_step,
+                 step_offset, progress, tvd_samples, max_nonfinite, background):
+        self.cc, self.pretrainer, self.writer, self.step_offset = cc, pretrainer, writer, step_offset
+        self.total = int(cc_config.pretrain_iter)
+        self.min_iter = int(cc_config.min_pretrain_iter)
+        self.min_tvd = float(cc_config.min_tvd)
+        self.log_step = max(int(log_step), 1)
+        self.tvd_step = 10 * self.log_step
+        self.ckpt_dir = ckpt_dir = os.path.join(controller_dir, "checkpoints")
+        os.makedirs(ckpt_dir, exist_ok=True)
+        remove_leftovers(controller_dir)  # what a killed run was writing
+        remove_leftovers(ckpt_dir)
+        path = resume_newer_checkpoint(cc, pretrainer, ckpt_dir)
+        self.saved = {checkpoint_step(path): path} if path else {}
+        self.counter = nonfinite.NonFiniteCounter(
+            max_nonfinite, NONFINITE_NAMES, what="Controller pretraining",
+            advice=f"Checkpoints written before stay as they were (the controller's in {ckpt_dir}).")
+        self.checks = TvdChecks(pretrainer, data, controller_dir, tvd_samples, writer, step_offset,
+                                background=background)
+        self.summaries = pretrainer.step_summaries(writer) if writer is not None else None
+        self.tvd, self.last_check = float("nan"), None
+        self.bar = tqdm(total=max(self.total - int(cc.step.numpy()), 0), initial=0,
+                        disable=not progress, desc="pretrain controller", dynamic_ncols=True)
+        self.ckpt_writer = pretrainer.checkpoint_writer()
+
+    def save(self, step: int) -> None:
+        """A checkpoint of step, unless the weights hold NaN or Inf."""
+        if not _weights_finite(self.pretrainer):
+            log.warning("step %d: the weights hold NaN or Inf; no checkpoint is written", step)
+            return
+        self.saved[step] = save_controller(self.cc, self.pretrainer, self.ckpt_dir, step,
+                                           writer=self.ckpt_writer)
+
+    def collect(self) -> int | None:
+        """Take the result of the check in flight; its step if pretraining should stop."""
+        result = self.checks.result()
+        if result is None:
+            return None
+        self.last_check, self.tvd = result
+        log.info("controller step %d: TVD %.4f", self.last_check, self.tvd)
+        self.bar.set_postfix(tvd=f"{self.tvd:.4f}", skipped=self.counter.skipped)
+        if (self.last_check >= self.min_iter and self.tvd < self.min_tvd
+                and self.last_check in self.saved):
+            return self.last_check
+        return None
+
+    def train(self, block, count: int, step: int) -> int:
+        """Run count iterations of block from step; log them on a log step; the new step."""
+        out = self.pretrainer.train_iterations(block, count)
+        self.counter.update(out["nonfinite"].numpy()[:count], step + 1)
+        step += count
+        self.bar.update(count)
+        if step % self.log_step == 0:
+            losses = {k: float(out[k]) for k in LOSS_KEYS}
+            self.bar.set_postfix(c_loss=f"{losses['c_loss']:.4f}",
+                                 dcc_loss=f"{losses['dcc_loss']:.4f}", tvd=f"{self.tvd:.4f}",
+                                 skipped=self.counter.skipped)
+            log.debug("step %d %s", step, losses)
+            if self.summaries is not None:
+                self.summaries(step + self.step_offset, out, self.counter.skipped,
+                               block[count - 1][-1])
+        return step
+
+    def check(self, step: int) -> int | None:
+        """Collect a finished TVD check; on a TVD step save and start the next one."""
+        early = self.collect() if self.checks.ready() else None
+        if early is None and step % self.tvd_step == 0:
+            early = self.collect()  # the previous check, before the shadow is reused
+            if early is None:
+                self.save(step)
+                self.checks.start(step)
+        return early
+
+    def finish(self, step: int, early, stopped_by) -> tuple[int, int | None]:
+        """The last checkpoint and TVD (or back to the early stop's step); (step, early)."""
+        if early is None:
+            early = self.collect()
+        if early is not None:
+            if int(self.cc.step.numpy()) != early:  # trained on meanwhile: back to that step
+                load_controller(self.cc, self.saved[early], self.pretrainer)
+            step = early
+            log.info("TVD %.4f < min_tvd %.4f after %d iterations: pretraining stops",
+                     self.tvd, self.min_tvd, step)
+        elif stopped_by is not None:
+            if step not in self.saved:
+                self.save(step)
+        elif self.last_check != step:
+            self.save(step)
+            self.checks.start(step)
+            self.collect()
+            log.info("controller final step %d: TVD %.4f", step, self.tvd)
+        return step, early
+
+    def close(self) -> None:
+        """Close the bar and the checks, flush the summaries."""
+        self.bar.close()
+        self.checks.close()
+        if self.writer is not None:
+            self.writer.flush()
+
+
+def _next_chunk(chunks):
+    """The next chunk of real labels; a clear error when the stream has run out."""
+    try:
+        return next(chunks)
+    except StopIteration:
+        raise UserError("The real-label stream ran out before --pretrain_iter "
+                        "iterations; give an endless (repeated) dataset.") from None
+
+
 def pretrain_loop(cc, pretrainer: ControllerPretrainer, real_labels, data_labels, cc_config,
                   controller_dir: str, summary_writer=None, log_step: int = 100,
                   step_offset: int = 0, progress: bool = True,
@@ -328,108 +441,28 @@ def pretrain_loop(cc, pretrainer: ControllerPretrainer, real_labels, data_labels
     Returns {"step", "tvd", "stopped_early", "checkpoint", "seconds", "skipped_updates",
     "stopped_by" (the signal number or None)}.
     """
-    names = list(cc.label_names)
-    data = _data_matrix(data_labels, names)
-    total = int(cc_config.pretrain_iter)
-    min_iter = int(cc_config.min_pretrain_iter)
-    min_tvd = float(cc_config.min_tvd)
-    log_step = max(int(log_step), 1)
-    tvd_step = 10 * log_step
-    ckpt_dir = os.path.join(controller_dir, "checkpoints")
-    os.makedirs(ckpt_dir, exist_ok=True)
-    remove_leftovers(controller_dir)  # what a killed run was writing
-    remove_leftovers(ckpt_dir)
-    writer = summary_writer
-    path = resume_newer_checkpoint(cc, pretrainer, ckpt_dir)
-    saved = {checkpoint_step(path): path} if path else {}
-    counter = nonfinite.NonFiniteCounter(
-        max_nonfinite, NONFINITE_NAMES, what="Controller pretraining",
-        advice=f"Checkpoints written before stay as they were (the controller's in {ckpt_dir}).")
-    checks = TvdChecks(pretrainer, data, controller_dir, tvd_samples, writer, step_offset,
-                        background=background)
-    summaries = pretrainer.step_summaries(writer) if writer is not None else None
-    tvd, last_check = float("nan"), None
-    bar = tqdm(total=max(total - int(cc.step.numpy()), 0), initial=0, disable=not progress,
-               desc="pretrain controller", dynamic_ncols=True)
-
-    ckpt_writer = pretrainer.checkpoint_writer()
-
-    def save(step: int) -> None:
-        if not _weights_finite(pretrainer):
-            log.warning("step %d: the weights hold NaN or Inf; no checkpoint is written", step)
-            return
-        saved[step] = save_controller(cc, pretrainer, ckpt_dir, step, writer=ckpt_writer)
-
-    def collect() -> int | None:
-        """Take the result of the check in flight; its step if pretraining should stop."""
-        nonlocal tvd, last_check
-        result = checks.result()
-        if result is None:
-            return None
-        last_check, tvd = result
-        log.info("controller step %d: TVD %.4f", last_check, tvd)
-        bar.set_postfix(tvd=f"{tvd:.4f}", skipped=counter.skipped)
-        if last_check >= min_iter and tvd < min_tvd and last_check in saved:
-            return last_check
-        return None
-
+    data = _data_matrix(data_labels, list(cc.label_names))
+    run = _LoopRun(cc, pretrainer, data, cc_config, controller_dir, summary_writer, log_step,
+                   step_offset, progress, tvd_samples, max_nonfinite, background)
     t0 = time.perf_counter()
-    m = chunk_size(log_step)
+    m = chunk_size(run.log_step)
     chunks = _chunks(real_labels, pretrainer.n_critic + 1, m)
     step = int(cc.step.numpy())
     early, stopped_by = None, None
     try:
-        while step < total and early is None:
+        while step < run.total and early is None:
             if stop is not None and stop.signum is not None:
                 stopped_by = stop.signum
                 break
-            try:
-                block = next(chunks)
-            except StopIteration:
-                raise UserError("The real-label stream ran out before --pretrain_iter "
-                                "iterations; give an endless (repeated) dataset.") from None
-            count = min(m - step % m, total - step, len(block))
-            out = pretrainer.train_iterations(block, count)
-            counter.update(out["nonfinite"].numpy()[:count], step + 1)
-            step += count
-            bar.update(count)
-            if step % log_step == 0:
-                losses = {k: float(out[k]) for k in LOSS_KEYS}
-                bar.set_postfix(c_loss=f"{losses['c_loss']:.4f}",
-                                dcc_loss=f"{losses['dcc_loss']:.4f}", tvd=f"{tvd:.4f}",
-                                skipped=counter.skipped)
-                log.debug("step %d %s", step, losses)
-                if summaries is not None:
-                    summaries(step + step_offset, out, counter.skipped, block[count - 1][-1])
-            if checks.ready():
-                early = collect()
-            if early is None and step % tvd_step == 0:
-                early = collect()  # the previous check, before the shadow is reused
-                if early is None:
-                    save(step)
-                    checks.start(step)
-        if early is None:
-            early = collect()
-        if early is not None:
-            if int(cc.step.numpy()) != early:  # trained on meanwhile: back to that step
-                load_controller(cc, saved[early], pretrainer)
-            step, path = early, saved[early]
-            log.info("TVD %.4f < min_tvd %.4f after %d iterations: pretraining stops",
-                     tvd, min_tvd, step)
-        elif stopped_by is not None:
-            if step not in saved:
-                save(step)
-        elif last_check != step:
-            save(step)
-            checks.start(step)
-            collect()
-            log.info("controller final step %d: TVD %.4f", step, tvd)
+            block = _next_chunk(chunks)
+            count = min(m - step % m, run.total - step, len(block))
+            step = run.train(block, count, step)
+            early = run.check(step)
+        step, early = run.finish(step, early, stopped_by)
     finally:
-        bar.close()
-        checks.close()
-        if writer is not None:
-            writer.flush()
+        run.close()
+    saved = run.saved
     path = saved.get(step) or (saved[max(saved)] if saved else None)
-    return {"step": step, "tvd": float(tvd), "stopped_early": early is not None,
+    return {"step": step, "tvd": float(run.tvd), "stopped_early": early is not None,
             "checkpoint": path, "seconds": time.perf_counter() - t0,
-            "skipped_updates": counter.skipped, "stopped_by": stopped_by}
+            "skipped_updates": run.counter.skipped, "stopped_by": stopped_by}
