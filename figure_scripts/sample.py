@@ -231,34 +231,9 @@ def _effective_do(do: dict[str, list], cc, on_logits: bool) -> dict[str, list]:
 
 
 # ----------------------------------------------------------------------------- the sampler
-def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = None,
-           N: int | None = None, *, on_logits: bool = True, images: bool | None = None,
-           seed: int | None = None, noise=None, z_gen=None, batch_size: int | None = None,
-           max_failures: int = MAX_FAILURES, progress: bool = False) -> Samples:
-    """Samples under interventions and conditions (the rules are in the module docstring).
-
-    N: rows per combination (default: the batch size). images: generate images (default:
-    when the run has an image model). seed: fixes the individuals (controller noise and
-    z_gen) and the redraws; None draws fresh ones. noise [N, nodes, cc_n_hidden] / z_gen
-    [N, z_dim]: given individuals instead. batch_size: the chunk size (default the
-    trainer's). progress: a tqdm bar over the chunks.
-    """
-    cc = trainer.cc
-    model = getattr(trainer, "model", None)
-    if images and model is None:
-        image_model(trainer)  # raises the explanation
-    images = model is not None if images is None else bool(images)
-    batch_size = int(batch_size or trainer.batch_size)
-    N = int(batch_size if N is None else N)
-    if N < 1:
-        raise UserError(f"N (rows per combination) must be at least 1; got {N}.")
-    if int(max_failures) < 1:
-        raise UserError(f"max_failures must be at least 1; got {max_failures}.")
-    do = _parse(do_dict, "do", cc, model, on_logits)
-    cond = _parse(cond_dict, "cond", cc, model, on_logits)
-    effective = _effective_do(do, cc, on_logits)
-
-    # the product: combination c = (do values..., cond values...), first key slowest
+def _combinations(do: dict[str, list], effective: dict[str, list], cond: dict[str, list],
+                  N: int) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The product of the settings (first key slowest) and every key's value per row."""
     keys = [("do", k) for k in do] + [("cond", k) for k in cond]
     value_lists = [do[k] if kind == "do" else cond[k] for kind, k in keys]
     index_lists = [range(len(v)) for v in value_lists]
@@ -269,9 +244,7 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
             combo[kind][key] = values[i]
         combos.append(combo)
         picks.append(pick)
-    n_rows = len(combos) * N
 
-    # per-row values of every key
     def per_row(kind: str, key: str, source: dict[str, list]) -> np.ndarray:
         j = keys.index((kind, key))
         chosen = np.asarray([source[key][p[j]] for p in picks])
@@ -279,8 +252,11 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
 
     do_rows = {k: per_row("do", k, effective) for k in do}
     cond_rows = {k: per_row("cond", k, cond) for k in cond}
+    return combos, do_rows, cond_rows
 
-    # the individuals
+
+def _individuals(cc, model, N: int, n_rows: int, seed, noise, z_gen):
+    """The N individuals' controller noise and every row's z_gen, and the redraws' rng."""
     seeds = np.random.SeedSequence(seed).spawn(2)
     base_rng, redraw_rng = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1])
     n_nodes, n_hidden = len(cc.label_names), int(cc.n_hidden)
@@ -300,9 +276,40 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
         if z_gen.shape != (N, z_dim):
             raise UserError(f"z_gen must have shape [N={N}, {z_dim}]; got {z_gen.shape}.")
         z_all = z_gen[np.arange(n_rows) % N]
-        if Z_KEY in do_rows:
-            z_all = do_rows.pop(Z_KEY).astype(np.float32)
+    return noise, z_all, redraw_rng
 
+
+def _forward(cc, do_rows, on_logits: bool, rows, row_noise=None, noise_seed=None):
+    """Controller labels/logits for rows (indices into the request) with their given
+    noise, or with noise the controller draws from ``noise_seed``."""
+    label_do = {k: v[rows] for k, v in do_rows.items() if not on_logits}
+    logit_do = {k: v[rows] for k, v in do_rows.items() if on_logits}
+    lab, lgt = cc.sample(len(rows), noise=row_noise, do_labels=label_do or None,
+                         do_logits=logit_do or None, seed=noise_seed)
+    return lab.numpy(), lgt.numpy()
+
+
+def _meets(cond_rows, index, on_logits: bool, rows, lab, lgt) -> np.ndarray:
+    """Which of rows' labels/logits meet the rows' conditions."""
+    ok = np.ones(len(rows), bool)
+    for key, values in cond_rows.items():
+        c = values[rows]
+        j = index[key]
+        if on_logits:
+            ok &= np.where(c > 0, lgt[:, j] > c, lgt[:, j] < c)
+        else:
+            ok &= (lab[:, j] > 0.5) == (c > 0.5)
+    return ok
+
+
+def _draw_rows(cc, do_rows, cond_rows, on_logits: bool, noise, n_rows: int, batch_size: int,
+               max_failures: int, redraw_rng, progress: bool):
+    """Every row's labels and logits, by chunks, redrawing failing rows; the accepted and
+    given-up flags."""
+    from tqdm import tqdm
+
+    N = len(noise)
+    n_nodes = len(cc.label_names)
     labels = np.full([n_rows, n_nodes], np.nan, np.float32)
     logits = np.full([n_rows, n_nodes], np.nan, np.float32)
     accepted = np.zeros([n_rows], bool)
@@ -310,26 +317,10 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
     index = {name: i for i, name in enumerate(cc.label_names)}
 
     def forward(rows, row_noise=None, noise_seed=None):
-        """Controller labels/logits for rows (indices into the request) with their given
-        noise, or with noise the controller draws from ``noise_seed``."""
-        label_do = {k: v[rows] for k, v in do_rows.items() if not on_logits}
-        logit_do = {k: v[rows] for k, v in do_rows.items() if on_logits}
-        lab, lgt = cc.sample(len(rows), noise=row_noise, do_labels=label_do or None,
-                             do_logits=logit_do or None, seed=noise_seed)
-        return lab.numpy(), lgt.numpy()
+        return _forward(cc, do_rows, on_logits, rows, row_noise, noise_seed)
 
-    def meets(rows, lab, lgt) -> np.ndarray:
-        ok = np.ones(len(rows), bool)
-        for key, values in cond_rows.items():
-            c = values[rows]
-            j = index[key]
-            if on_logits:
-                ok &= np.where(c > 0, lgt[:, j] > c, lgt[:, j] < c)
-            else:
-                ok &= (lab[:, j] > 0.5) == (c > 0.5)
-        return ok
-
-    from tqdm import tqdm
+    def meets(rows, lab, lgt):
+        return _meets(cond_rows, index, on_logits, rows, lab, lgt)
 
     starts = range(0, n_rows, batch_size)
     bar = tqdm(starts, desc="sampling", disable=not progress, dynamic_ncols=True, leave=False)
@@ -358,7 +349,12 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
             accepted[failed[hit]] = True
             failed, fails = failed[~hit], fails[~hit] + tries[~hit]
     bar.close()
+    return labels, logits, accepted, given_up
 
+
+def _report_failures(combos: list[dict], given_up, N: int, on_logits: bool,
+                     max_failures: int) -> list[tuple[str, int]]:
+    """(condition text, rows given up) per combination with any; a warning names them."""
     failures = []
     if given_up.any():
         for c, combo in enumerate(combos):
@@ -373,6 +369,45 @@ def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = 
                    f"{message}. Those rows are empty (NaN labels, black images); choose a "
                    "weaker condition.")
         log.warning(message)
+    return failures
+
+
+def sample(trainer, do_dict: Mapping | None = None, cond_dict: Mapping | None = None,
+           N: int | None = None, *, on_logits: bool = True, images: bool | None = None,
+           seed: int | None = None, noise=None, z_gen=None, batch_size: int | None = None,
+           max_failures: int = MAX_FAILURES, progress: bool = False) -> Samples:
+    """Samples under interventions and conditions (the rules are in the module docstring).
+
+    N: rows per combination (default: the batch size). images: generate images (default:
+    when the run has an image model). seed: fixes the individuals (controller noise and
+    z_gen) and the redraws; None draws fresh ones. noise [N, nodes, cc_n_hidden] / z_gen
+    [N, z_dim]: given individuals instead. batch_size: the chunk size (default the
+    trainer's). progress: a tqdm bar over the chunks.
+    """
+    cc = trainer.cc
+    model = getattr(trainer, "model", None)
+    if images and model is None:
+        image_model(trainer)  # raises the explanation
+    images = model is not None if images is None else bool(images)
+    batch_size = int(batch_size or trainer.batch_size)
+    N = int(batch_size if N is None else N)
+    if N < 1:
+        raise UserError(f"N (rows per combination) must be at least 1; got {N}.")
+    if int(max_failures) < 1:
+        raise UserError(f"max_failures must be at least 1; got {max_failures}.")
+    do = _parse(do_dict, "do", cc, model, on_logits)
+    cond = _parse(cond_dict, "cond", cc, model, on_logits)
+    effective = _effective_do(do, cc, on_logits)
+    combos, do_rows, cond_rows = _combinations(do, effective, cond, N)
+    n_rows = len(combos) * N
+    noise, z_all, redraw_rng = _individuals(cc, model, N, n_rows, seed, noise, z_gen)
+    if model is not None and Z_KEY in do_rows:
+        z_all = do_rows.pop(Z_KEY).astype(np.float32)
+
+    labels, logits, accepted, given_up = _draw_rows(
+        cc, do_rows, cond_rows, on_logits, noise, n_rows, batch_size, max_failures, redraw_rng,
+        progress)
+    failures = _report_failures(combos, given_up, N, on_logits, max_failures)
 
     out_images = None
     if images:
