@@ -303,19 +303,36 @@ def _hair_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return young, grey
 
 
-def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Image:
-    """Draw one 178x218 RGB face showing ``labels`` (node -> 0/1).
+def _col(c) -> tuple[int, int, int]:
+    """An RGB colour from floats: rounded and clipped to 0..255."""
+    return tuple(int(v) for v in np.clip(np.round(c), 0, 255))
 
-    Geometry is written in the coordinates of the 108x108 crop window (0..108); the
-    per-image nuisance (shift, size, colours) comes from ``rng``.
-    """
-    young, male = labels["Young"], labels["Male"]
-    glasses, bald, mustache = labels["Eyeglasses"], labels["Bald"], labels["Mustache"]
-    smiling, lipstick = labels["Smiling"], labels["Wearing_Lipstick"]
-    mouth_open, narrow = labels["Mouth_Slightly_Open"], labels["Narrow_Eyes"]
 
-    # nuisance, drawn in a fixed order so the image depends on the rng stream only, and
-    # every draw happens whatever the labels (the same individual under other labels)
+class _Pen:
+    """Drawing in the crop window's coordinates (0..108), shifted and scaled per face."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw, scale: float, dx: float, dy: float):
+        self.draw, self.scale, self.dx, self.dy = draw, scale, dx, dy
+
+    def pt(self, x: float, y: float) -> tuple[float, float]:
+        """A point of the window in the frame."""
+        return (CROP_LEFT + self.dx + 54 + (x - 54) * self.scale,
+                CROP_TOP + self.dy + 54 + (y - 54) * self.scale)
+
+    def box(self, x0, y0, x1, y1) -> list[float]:
+        """A bounding box of the window in the frame."""
+        return [*self.pt(x0, y0), *self.pt(x1, y1)]
+
+    def w(self, n: float) -> int:
+        """A line width or radius, scaled (at least 1)."""
+        return max(1, round(n * self.scale))
+
+
+def _nuisance(rng: np.random.Generator, young: int):
+    """The face's nuisance: (background, clothes, skin, hair, scale, dx, dy).
+
+    Drawn in a fixed order so the image depends on the rng stream only, and every draw
+    happens whatever the labels (the same individual under other labels)."""
     background = _hsv_to_rgb(rng.random(), rng.uniform(0.25, 0.55), rng.uniform(0.55, 0.9))
     clothes = _hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.7), rng.uniform(0.3, 0.8))
     tone = rng.uniform(0.0, 0.85)
@@ -323,24 +340,12 @@ def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Im
     hair = _hair_colours(rng)[0 if young else 1]
     scale = rng.uniform(0.94, 1.06)
     dx, dy = rng.uniform(-3, 3), rng.uniform(-3, 3)
+    return background, clothes, skin, hair, scale, dx, dy
 
-    def col(c) -> tuple[int, int, int]:
-        return tuple(int(v) for v in np.clip(np.round(c), 0, 255))
 
-    def pt(x: float, y: float) -> tuple[float, float]:
-        return (CROP_LEFT + dx + 54 + (x - 54) * scale, CROP_TOP + dy + 54 + (y - 54) * scale)
-
-    def box(x0, y0, x1, y1) -> list[float]:
-        return [*pt(x0, y0), *pt(x1, y1)]
-
-    def w(n: float) -> int:
-        return max(1, round(n * scale))
-
-    skin_c, hair_c = col(skin), col(hair)
-    shade = col(skin * 0.8)
-    img = Image.new("RGB", (WIDTH, HEIGHT), background)
-    draw = ImageDraw.Draw(img)
-
+def _draw_head(pen: _Pen, clothes, skin_c, shade, hair_c, male: int, bald: int) -> None:
+    """Shoulders, neck, the face's shape and the hair."""
+    draw, pt, box, w = pen.draw, pen.pt, pen.box, pen.w
     # shoulders and neck
     draw.ellipse(box(-20, 100, 128, 190), fill=clothes)
     draw.rectangle(box(42, 88, 66, 112), fill=shade)
@@ -373,9 +378,13 @@ def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Im
         draw.rounded_rectangle(box(11, 26, 22, 58), radius=w(4), fill=hair_c)
         draw.rounded_rectangle(box(86, 26, 97, 58), radius=w(4), fill=hair_c)
 
+
+def _draw_eyes(pen: _Pen, skin, shade, young: int, narrow: int, glasses: int) -> None:
+    """The forehead lines of age, the eyes and the eyeglasses."""
+    draw, pt, box, w = pen.draw, pen.pt, pen.box, pen.w
     # forehead lines of age
     if not young:
-        line = col(skin * 0.55)
+        line = _col(skin * 0.55)
         for y in (26, 31):
             draw.arc(box(34, y, 74, y + 8), 200, 340, fill=line, width=w(2))
 
@@ -396,6 +405,11 @@ def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Im
         draw.line([pt(24, 43), pt(14, 41)], fill=frame, width=w(3))
         draw.line([pt(84, 43), pt(94, 41)], fill=frame, width=w(3))
 
+
+def _draw_mouth(pen: _Pen, skin, shade, mustache: int, smiling: int, lipstick: int,
+                mouth_open: int) -> None:
+    """The nose, the mustache and the mouth."""
+    draw, pt, box, w = pen.draw, pen.pt, pen.box, pen.w
     # nose
     draw.line([pt(54, 52), pt(50, 64), pt(57, 65)], fill=shade, width=w(2))
 
@@ -404,9 +418,9 @@ def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Im
         draw.polygon([pt(35, 66), pt(73, 66), pt(77, 74), pt(31, 74)], fill=_DARK)
 
     # mouth: lipstick red or pale lips; smiling upturned or straight; open with a dark gap
-    lips = col(_LIPSTICK) if lipstick else col(skin * 0.6 + np.array([55, 5, 15]))
+    lips = _col(_LIPSTICK) if lipstick else _col(skin * 0.6 + np.array([55, 5, 15]))
     gap = (45, 8, 15)
-    crease = col(skin * 0.3)
+    crease = _col(skin * 0.3)
     if mouth_open and smiling:
         draw.chord(box(31, 56, 77, 96), 0, 180, fill=lips)
         draw.chord(box(37, 62, 71, 90), 0, 180, fill=gap)
@@ -419,6 +433,27 @@ def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Im
     else:
         draw.rounded_rectangle(box(33, 81, 75, 89), radius=w(3), fill=lips)
         draw.line([pt(34, 85), pt(74, 85)], fill=crease, width=w(3))
+
+
+def render_face(labels: Mapping[str, int], rng: np.random.Generator) -> Image.Image:
+    """Draw one 178x218 RGB face showing ``labels`` (node -> 0/1).
+
+    Geometry is written in the coordinates of the 108x108 crop window (0..108); the
+    per-image nuisance (shift, size, colours) comes from ``rng``.
+    """
+    young, male = labels["Young"], labels["Male"]
+    glasses, bald, mustache = labels["Eyeglasses"], labels["Bald"], labels["Mustache"]
+    smiling, lipstick = labels["Smiling"], labels["Wearing_Lipstick"]
+    mouth_open, narrow = labels["Mouth_Slightly_Open"], labels["Narrow_Eyes"]
+
+    background, clothes, skin, hair, scale, dx, dy = _nuisance(rng, young)
+    skin_c, hair_c = _col(skin), _col(hair)
+    shade = _col(skin * 0.8)
+    img = Image.new("RGB", (WIDTH, HEIGHT), background)
+    pen = _Pen(ImageDraw.Draw(img), scale, dx, dy)
+    _draw_head(pen, clothes, skin_c, shade, hair_c, male, bald)
+    _draw_eyes(pen, skin, shade, young, narrow, glasses)
+    _draw_mouth(pen, skin, shade, mustache, smiling, lipstick, mouth_open)
     return img
 
 
