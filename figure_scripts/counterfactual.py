@@ -142,6 +142,63 @@ def _render(labels: pd.DataFrame, seed: int, nuisance, size: int, channels: int,
     return images.astype(np.float32)
 
 
+def _composition(readers, recon_l1, recon_feat) -> pd.DataFrame:
+    """How far G's redraws are from the faces: in pixels and in each reader's features."""
+    def row(measure, reader, d):
+        return {"measure": measure, "reader": reader, "mean": d.mean(), "median": np.median(d),
+                "p90": np.quantile(d, 0.9)}
+
+    return pd.DataFrame([row("L1 (pixels in [0, 1])", "pixels", recon_l1)]
+                        + [row("feature distance / between faces", r, d)
+                           for r, d in zip(readers, recon_feat, strict=True)])
+
+
+def _effect_rows(panel, names, columns, key, setting, cf_labels, read_cf, kept, below,
+                 changed) -> list[dict]:
+    """Per reader: how often the counterfactuals show the do, keep the non-descendants and
+    follow the descendants' new labels."""
+    read = read_cf.probs[:, :, columns] > 0.5  # [R, N, n]
+    below_idx = [names.index(b) for b in below]
+    rows = []
+    for r, reader in enumerate(panel.names):
+        hit = np.ones(len(changed), bool)
+        for node, value in setting.items():
+            hit &= read[r, :, names.index(node)] == bool(value)
+        kept_hits = read[r][:, kept] == (cf_labels[:, kept] > 0.5)
+        rows.append({"intervention": key, "reader": reader,
+                     "effectiveness": hit[changed].mean() if changed.any() else np.nan,
+                     "effectiveness_all": hit.mean(), "n_changed": int(changed.sum()),
+                     "kept": kept_hits.mean() if kept else np.nan,
+                     "kept_lowest": kept_hits.mean(axis=0).min() if kept else np.nan,
+                     "kept_lowest_label": (names[kept[int(kept_hits.mean(axis=0).argmin())]]
+                                           if kept else ""),
+                     "descendants_follow": ((read[r][:, below_idx]
+                                             == (cf_labels[:, below_idx] > 0.5)).mean()
+                                            if below_idx else np.nan)})
+    return rows
+
+
+def _exact_row(panel, scale, names, x, cf, read_cf, cf_labels, true_labels, truth, other,
+               face_rows) -> dict:
+    """The counterfactuals against the exact ones (``truth``) and against random faces of
+    the same true labels (``other``); adds the per-face columns to ``face_rows``."""
+    read_truth, read_other = panel.read(truth), panel.read(other)
+    d_exact, d_other, d_still = l1(cf, truth), l1(cf, other), l1(x, truth)
+    f_exact = feature_distances(read_cf, read_truth) / scale[:, None]
+    f_other = feature_distances(read_cf, read_other) / scale[:, None]
+    same_labels = (cf_labels > 0.5) == (true_labels[names].to_numpy() > 0)
+    face_rows.update(exact_l1=d_exact, random_same_labels_l1=d_other, unchanged_l1=d_still,
+                     exact_feature=f_exact.mean(axis=0),
+                     random_same_labels_feature=f_other.mean(axis=0),
+                     labels_as_exact=same_labels.all(axis=1))
+    return {"exact_l1": d_exact.mean(), "random_same_labels_l1": d_other.mean(),
+            "unchanged_l1": d_still.mean(), "closer_l1": (d_exact < d_other).mean(),
+            "closer_feature": (f_exact < f_other).mean(axis=1).min(),
+            "closer_feature_mean": (f_exact < f_other).mean(),
+            "exact_feature": f_exact.mean(), "random_feature": f_other.mean(),
+            "labels_as_exact": same_labels.all(axis=1).mean()}
+
+
 def measure(trainer, panel, encoder, settings, *, n: int = 200, refine_steps: int = 100,
             lr: float = 0.1, seed: int = 0, progress: bool = True) -> Measured:
     """The module docstring's measures on ``n`` held-out faces of the run's data set."""
@@ -169,12 +226,7 @@ def measure(trainer, panel, encoder, settings, *, n: int = 200, refine_steps: in
     scale = between_faces(read_x, seed)
     recon_l1 = l1(fit.reconstruction, x)
     recon_feat = feature_distances(read_recon, read_x) / scale[:, None]
-    composition = pd.DataFrame(
-        [{"measure": "L1 (pixels in [0, 1])", "reader": "pixels", "mean": recon_l1.mean(),
-          "median": np.median(recon_l1), "p90": np.quantile(recon_l1, 0.9)}]
-        + [{"measure": "feature distance / between faces", "reader": r, "mean": d.mean(),
-            "median": np.median(d), "p90": np.quantile(d, 0.9)}
-           for r, d in zip(panel.names, recon_feat, strict=True)])
+    composition = _composition(panel.names, recon_l1, recon_feat)
     noise = abduction.controller_noise(cc, labels, seed=seed)
 
     scm, exogenous, exact_note = toy_scm(trainer.dataset_dir), None, ""
@@ -204,23 +256,8 @@ def measure(trainer, panel, encoder, settings, *, n: int = 200, refine_steps: in
         changed = np.ones(len(rows), bool)
         for node, value in setting.items():
             changed &= labels[:, names.index(node)] != value
-        read = read_cf.probs[:, :, columns] > 0.5  # [R, N, n]
-        for r, reader in enumerate(panel.names):
-            hit = np.ones(len(rows), bool)
-            for node, value in setting.items():
-                hit &= read[r, :, names.index(node)] == bool(value)
-            kept_hits = read[r][:, kept] == (cf_labels[:, kept] > 0.5)
-            below_idx = [names.index(b) for b in below]
-            effect.append({"intervention": key, "reader": reader,
-                           "effectiveness": hit[changed].mean() if changed.any() else np.nan,
-                           "effectiveness_all": hit.mean(), "n_changed": int(changed.sum()),
-                           "kept": kept_hits.mean() if kept else np.nan,
-                           "kept_lowest": kept_hits.mean(axis=0).min() if kept else np.nan,
-                           "kept_lowest_label": (names[kept[int(kept_hits.mean(axis=0).argmin())]]
-                                                 if kept else ""),
-                           "descendants_follow": ((read[r][:, below_idx]
-                                                   == (cf_labels[:, below_idx] > 0.5)).mean()
-                                                  if below_idx else np.nan)})
+        effect += _effect_rows(panel, names, columns, key, setting, cf_labels, read_cf, kept,
+                               below, changed)
         # reversibility: abduct the counterfactual again, undo, compare with the face
         again_fit = abduction.refine(model, cf, cf_labels, encoder(cf)[0], steps=refine_steps,
                                      lr=lr)
@@ -236,24 +273,10 @@ def measure(trainer, panel, encoder, settings, *, n: int = 200, refine_steps: in
             true_labels = scm.solve(u, setting)
             truth = _render(true_labels, exogenous.seed, nuisance, size, channels, resize)
             other = _render(true_labels, exogenous.seed, fresh, size, channels, resize)
-            read_truth, read_other = panel.read(truth), panel.read(other)
-            d_exact, d_other, d_still = l1(cf, truth), l1(cf, other), l1(x, truth)
-            f_exact = feature_distances(read_cf, read_truth) / scale[:, None]
-            f_other = feature_distances(read_cf, read_other) / scale[:, None]
-            same_labels = (cf_labels > 0.5) == (true_labels[names].to_numpy() > 0)
-            face_rows.update(exact_l1=d_exact, random_same_labels_l1=d_other,
-                             unchanged_l1=d_still, exact_feature=f_exact.mean(axis=0),
-                             random_same_labels_feature=f_other.mean(axis=0),
-                             labels_as_exact=same_labels.all(axis=1))
-            exact.append({"intervention": key, "exact_l1": d_exact.mean(),
-                          "random_same_labels_l1": d_other.mean(), "unchanged_l1": d_still.mean(),
-                          "closer_l1": (d_exact < d_other).mean(),
-                          "closer_feature": (f_exact < f_other).mean(axis=1).min(),
-                          "closer_feature_mean": (f_exact < f_other).mean(),
-                          "exact_feature": f_exact.mean(), "random_feature": f_other.mean(),
-                          "floor_two_renders_l1": floor_l1.mean(),
-                          "floor_redraw_l1": recon_l1.mean(),
-                          "labels_as_exact": same_labels.all(axis=1).mean()})
+            row = _exact_row(panel, scale, names, x, cf, read_cf, cf_labels, true_labels, truth,
+                             other, face_rows)
+            exact.append({"intervention": key, **row, "floor_two_renders_l1": floor_l1.mean(),
+                          "floor_redraw_l1": recon_l1.mean()})
             grid.append((f"exact {key}", truth[:GRID_FACES]))
         per_face.append(pd.DataFrame(face_rows))
     info = {"run": str(trainer.model_dir), "step": int(trainer.overall_step()),
