@@ -65,7 +65,7 @@ FIGURE_BATCH = 64  # images generated per call for the figures
 CHECKPOINTS_KEPT = 5
 KEEP_EVERY_HOURS = 2.0
 SIGTERM_EXIT = 128 + signal.SIGTERM
-JIT_COMPILE = False  # XLA made the CPU step 3x slower (benchmarks/bench_began.py)
+JIT_COMPILE = False  # XLA made the CPU step many times slower (docs/SPEED.md)
 
 
 # ----------------------------------------------------------------------------- devices

@@ -270,8 +270,8 @@ def _chunks(real_labels, k: int, m: int) -> Iterator:
         if ds.element_spec.shape.rank == 2:
             ds = ds.batch(k, drop_remainder=True)
         # No autotuning: deleting an iterator waits for its autotuning thread to wake, up
-        # to a minute (34 s measured at the end of a 10,000-iteration loop, in about half
-        # of the benchmark's rounds); this pipeline only slices label rows anyway.
+        # to a minute (benchmarks/bench_pretrain_loop.py saw it at the end of a loop; see
+        # docs/SPEED.md); this pipeline only slices label rows anyway.
         options = tf.data.Options()
         options.autotune.enabled = False
         ds = ds.map(lambda x: tf.cast(x, tf.float32)).batch(m).prefetch(2)

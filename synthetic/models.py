@@ -21,8 +21,8 @@ Public surface::
 
 Every tensor carries a leading axis R: R independent runs (their own data set and
 initial weights) trained side by side in one process, R = 1 for a plain run. The
-networks are tiny, so ten runs side by side cost about five times the CPU of one (3.7
-against 18.9 ms per iteration, benchmarks/bench_synthetic.py) and start up once.
+networks are tiny, so ten runs side by side cost far less than ten times the CPU of one
+and start up once (measured by benchmarks/bench_synthetic.py; docs/SPEED.md).
 
 The maths (losses, cubic mechanisms, minibatch features, TVD) are small pure functions
 at the top; the classes only hold variables and string the functions together.
