@@ -38,8 +38,9 @@ def to_pixels(x):
 def lrelu(x):
     """Leaky ReLU of the reference, max(x, 0.2 x), as one op: the same values, and a
     gradient in one op too (max's took a comparison and two selects; they differ only at
-    exactly x = 0, where the slope is 0.2 instead of 1). The CausalGAN demo's iteration
-    ran 5% faster with the same weights after four iterations, bit for bit."""
+    exactly x = 0, where the slope is 0.2 instead of 1). The CausalGAN demo's weights
+    after four iterations were the same, bit for bit, and its iteration faster (one of
+    the changes measured in docs/SPEED.md by bench_dcgan --demo)."""
     return tf.nn.leaky_relu(x, 0.2)
 
 

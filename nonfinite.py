@@ -73,7 +73,7 @@ def all_finite(value) -> tf.Tensor:
     """Scalar bool tensor: every element of every float tensor in ``value`` is finite.
 
     The tensors are flattened into one vector and tested at once: for the controller's
-    ~130 small gradients that halved XLA's compile time against one test per tensor.
+    ~130 small gradients that cut XLA's compile time against one test per tensor.
     """
     tensors = [tf.reshape(tf.cast(t, tf.float32), [-1]) for t in _tensors(value)]
     if not tensors:

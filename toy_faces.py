@@ -633,7 +633,8 @@ def render_labels(out, labels: pd.DataFrame, seed: int = 0, progress: bool = Fal
     ``ToyFacesSCM.sample_conditional``). Face k's nuisance is drawn from (``seed``, k) as
     in ``render_dataset``, or from (``seed``, ``nuisance[k]``): the individual of face
     ``nuisance[k]`` of a data set rendered with ``seed``, drawn with other labels.
-    Renders in this process (about 1 ms a face); ``out`` must not hold a dataset yet."""
+    Renders in this process, one face after another (rendering's rate:
+    benchmarks/bench_data.py, docs/SPEED.md); ``out`` must not hold a dataset yet."""
     out = Path(out)
     missing = [node for node in NODES if node not in labels.columns]
     if missing:

@@ -141,8 +141,8 @@ def make_strategy(config):
 
 def cpu_strategy():
     """One replica on the CPU: TensorFlow's default strategy. OneDeviceStrategy("/cpu:0")
-    computes the same but took twice as long per CausalGAN step on a 2-core CPU (1.09 s
-    against 0.49 s at the demo size), so it is kept for the GPU alone."""
+    computes the same but took much longer per CausalGAN step on a 2-core CPU (measured
+    in docs/SPEED.md, "CausalGAN training"), so it is kept for the GPU alone."""
     return tf.distribute.get_strategy()
 
 

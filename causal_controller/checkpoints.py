@@ -33,10 +33,11 @@ def _checkpoint(cc, pretrainer=None, graph_spec=None) -> tf.train.Checkpoint:
 
 class CheckpointWriter:
     """Writes the controller's checkpoint (as ``_checkpoint(cc, pretrainer)`` would, the
-    same files) with one compiled call: 6 ms for big_causal_graph's 367 variables against
-    220 ms for ``tf.train.Checkpoint.write`` run eagerly, which reads each variable with
-    its own op and walks the object graph anew each time. Tracing it costs about a
-    second once, so it pays for loops that save often (``pretrain_loop``). The objects'
+    same files) with one compiled call, much faster than ``tf.train.Checkpoint.write`` run
+    eagerly, which reads each variable with its own op and walks the object graph anew
+    each time (measured for big_causal_graph in docs/SPEED.md, "The whole pretraining
+    loop against its bare step"). It is traced once, which costs more than one eager
+    write, so it pays for loops that save often (``pretrain_loop``). The objects'
     structure must not change after the first call (their variables are all built at
     construction)."""
 

@@ -32,12 +32,12 @@ class LabelCounter:
     numbers them). For graphs of up to HISTOGRAM_BITS nodes; deterministic given the seed.
 
     Made cheap because a TVD check's CPU time comes out of the training step's (which
-    keeps every core busy). For 500,000 samples of big_causal_graph, in CPU seconds: the
-    noise U[-1, 1] is drawn by numpy's PCG64 and handed to TensorFlow without a copy,
-    0.12 s against 0.27 s for TensorFlow's Philox; the controller runs on transposed
-    activations ([features, samples]: the same weights, the same function as
-    ``cc.forward``, checked by a test) compiled by XLA, 0.19 s against 0.27 s without XLA
-    and 0.53 s in the controller's own layout. The samples themselves never reach numpy.
+    keeps every core busy): the noise U[-1, 1] is drawn by numpy's PCG64 (cheaper than
+    TensorFlow's Philox) and handed to TensorFlow without a copy; the controller runs on
+    transposed activations ([features, samples]: the same weights, the same function as
+    ``cc.forward``, checked by a test) compiled by XLA, cheaper than without XLA or in
+    the controller's own layout. The samples themselves never reach numpy. The CPU times
+    of a check are in docs/SPEED.md ("The whole pretraining loop against its bare step").
     """
 
     def __init__(self, cc):
@@ -81,7 +81,7 @@ class LabelCounter:
         for start in range(0, int(n_samples), COUNT_BATCH):
             size = min(COUNT_BATCH, int(n_samples) - start)
             uniform = rng.random((n, self.cc.n_hidden, size), dtype=np.float32)
-            # handed over without a copy (converting 36 MB took 30 ms of CPU)
+            # handed over without a copy (DLPack): converting the noise would cost CPU
             counts += self._fn(tf.experimental.dlpack.from_dlpack(uniform.__dlpack__())).numpy()
         return counts
 
@@ -212,8 +212,9 @@ LOSS_KEYS = ("c_loss", "dcc_loss", "gp", "w_dist")
 
 
 class StepSummaries:
-    """The summaries of a log step, tf.summary ops traced into one compiled call (54 eager
-    writes per step for big_causal_graph cost 7 ms of the loop's own thread):
+    """The summaries of a log step, tf.summary ops traced into one compiled call instead
+    of 54 eager writes per step for big_causal_graph on the loop's own thread (a log
+    step's cost: docs/SPEED.md, "The whole pretraining loop against its bare step"):
     ``pretrain/<loss>``, ``pretrain/skipped_updates`` and, per node, the mean, std and
     histogram of the fake and of the real labels. Bound to one summary writer."""
 

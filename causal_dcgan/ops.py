@@ -81,17 +81,18 @@ class Deconv(tf.Module):
 
 # -------------------------------------------------- transposed convolution on small maps
 # TensorFlow's CPU kernel for the input gradient of a strided convolution
-# (Conv2DBackpropInput, which is also conv2d_transpose) is slow on tiny maps: on a 2-core
-# AVX2 CPU at batch 64, 68 ms for a 4x4 -> 2x2 layer of 128 -> 256 channels whose forward
-# pass takes 3.6 ms. Every backward pass through D, the labeler and the anti-labeler runs
-# it, and G's first transposed convolution is one. On maps of side <= SMALL_SIDE the same
-# linear map is computed instead as four stride-1 convolutions, one per output parity
-# (row, column), interleaved: the sub-pixel form. Same numbers (to float rounding), about
-# a third of the time there (benchmarks/bench_dcgan.py); larger maps keep TensorFlow's.
-# With TensorFlow 2.21 on a 2-core AVX-512 CPU (oneDNN's kernels, also capped at AVX2 by
-# ONEDNN_MAX_CPU_ISA) TensorFlow's own kernels were as fast or faster at every layer of the
-# demo's networks, and the demo's every_step iteration 1.5x faster with them
-# (bench_dcgan --demo), so SMALL_SIDE is 0: set it to 4 where the slow kernel returns.
+# (Conv2DBackpropInput, which is also conv2d_transpose) was slow on tiny maps on a 2-core
+# AVX2 CPU: many times the layer's forward pass for a 4x4 -> 2x2 layer of 128 -> 256
+# channels (docs/SPEED.md, "CausalGAN training"). Every backward pass through D, the
+# labeler and the anti-labeler runs it, and G's first transposed convolution is one. On
+# maps of side <= SMALL_SIDE the same linear map is computed instead as four stride-1
+# convolutions, one per output parity (row, column), interleaved: the sub-pixel form.
+# Same numbers (to float rounding), faster there where that kernel is slow; larger maps
+# keep TensorFlow's. With TensorFlow 2.21 on a 2-core AVX-512 CPU (oneDNN's kernels, also
+# capped at AVX2 by ONEDNN_MAX_CPU_ISA) TensorFlow's own kernels were as fast or faster
+# at every layer of the demo's networks, and the demo's every_step iteration faster with
+# them (bench_dcgan --demo; docs/SPEED.md), so SMALL_SIDE is 0: set it to 4 where the
+# slow kernel returns.
 
 
 def conv_transpose(x, kernel, out_side: int):
@@ -202,8 +203,8 @@ def minibatch_similarity(activation, group: int):
     The pairwise distances are B x B x kernels x dims numbers (61 M for a batch of 64),
     so forward and gradient are each one XLA-fused pass that never stores them, with the
     gradient written out: d f / d a_i = -sum_j w_ij sign(a_i - a_j), w_ij = s_ij (u_i +
-    u_j) / n. Measured at batch 64: 68 ms forward + backward against 171 ms for
-    TensorFlow's own gradient of the plain formula.
+    u_j) / n. Faster than TensorFlow's own gradient of the plain formula (measured in
+    docs/SPEED.md, "CausalGAN training").
     """
     kernels, norm = activation.shape[1], float(max(group * (group - 1), 1))
 

@@ -13,8 +13,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 # before numpy is first imported: the figures' linear algebra is small (the fidelity
-# report's Fréchet distances), and OpenBLAS threads spinning on two busy cores made it up
-# to 75 times slower than one thread
+# report's Fréchet distances), and OpenBLAS threads spinning on two busy cores made it
+# many times slower than one thread
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # figure name -> (module, function, one line of help)

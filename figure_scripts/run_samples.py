@@ -19,7 +19,7 @@ import numpy as np
 from image_models import generate_images
 
 GENERATE_BATCH = 256
-MAX_CONDITIONING_DRAWS = 4_000_000  # controller draws one conditional may cost (about 1 s)
+MAX_CONDITIONING_DRAWS = 4_000_000  # controller draws one conditional may cost
 _CONTROLLER_LOGGER = "causal_controller.CausalController"
 
 

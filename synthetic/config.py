@@ -123,9 +123,10 @@ misc_arg = parser.add_argument_group("Runs")
 misc_arg.add_argument("--num_runs", type=positive_int, default=1,
                       help="Independent runs trained side by side in this process, each "
                            "with its own data set draw (seed, seed+1, ...) and run folder; "
-                           "one compiled call still updates all of them. Ten cost about "
-                           "five times one run's CPU and start up once (how "
-                           "run_datasets.sh fits many runs on a CPU).")
+                           "one compiled call still updates all of them. Ten cost far "
+                           "less than ten times one run's CPU and start up once (how "
+                           "run_datasets.sh fits many runs on a CPU; measured in "
+                           "synthetic/README.md, Speed).")
 misc_arg.add_argument("--model_dir", type=str, default="logs",
                       help="Folder under which each run makes synth_<data_type>_<time>/.")
 misc_arg.add_argument("--load_path", type=str, default="",

@@ -22,7 +22,7 @@ Public surface::
 Every tensor carries a leading axis R: R independent runs (their own data set and
 initial weights) trained side by side in one process, R = 1 for a plain run. The
 networks are tiny, so ten runs side by side cost far less than ten times the CPU of one
-and start up once (measured by benchmarks/bench_synthetic.py; docs/SPEED.md).
+and start up once (measured by benchmarks/bench_synthetic.py; synthetic/README.md, Speed).
 
 The maths (losses, cubic mechanisms, minibatch features, TVD) are small pure functions
 at the top; the classes only hold variables and string the functions together.
@@ -246,8 +246,8 @@ def minibatch_features(a: tf.Tensor) -> tf.Tensor:
     """Salimans et al.'s minibatch discrimination: a [R, B, kernels, dim] -> [R, B, kernels],
     feature k of row i = sum_j exp(-||a_ik - a_jk||_1) over the batch (j = i included).
 
-    Computed as [R, kernels, B, B] tables, one per dim, with the batch innermost: 1.6x
-    faster on CPU than the [R, B, B, kernels, dim] broadcast (the dim axis is only 3)."""
+    Computed as [R, kernels, B, B] tables, one per dim, with the batch innermost: faster
+    on CPU than the [R, B, B, kernels, dim] broadcast (the dim axis is only 3)."""
     per_dim = tf.transpose(a, [3, 0, 2, 1])  # [dim, R, K, B]
     l1 = tf.add_n([tf.abs(x[..., :, None] - x[..., None, :]) for x in tf.unstack(per_dim)])
     return tf.transpose(tf.reduce_sum(tf.exp(-l1), axis=-1), [0, 2, 1])

@@ -6,7 +6,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # one OpenBLAS thread per test process (before numpy is imported), as the figure command
 # line sets it: two workers on two cores, each with two spinning BLAS threads, made the
-# fidelity report's small matrix algebra up to 75 times slower
+# fidelity report's small matrix algebra many times slower
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import sys  # noqa: E402
