@@ -1,16 +1,19 @@
-"""CelebA-format attribute files read into a 0/1 table (``read_attributes``).
+"""CelebA-format attribute files read into a 0/1 table (``read_attributes``) and written
+from one (``attribute_text``).
 
 A ``list_attr_celeba.txt`` has the image count on line 1, the attribute names on line 2,
 then ``file v1 ... vk`` with values +1/-1; a ``list_attr_celeba.csv`` an ``image_id``
 column, then one column per attribute, values +1/-1 or 0/1. A malformed file is a
 ``UserError`` that names its line. The core module below ``data_loader`` (which
-re-exports ``read_attributes``) and ``toy_faces`` (which reads back the files it wrote).
+re-exports ``read_attributes``), ``toy_faces`` (which writes its data sets' files and
+reads them back) and ``download`` (which writes a .csv as a .txt).
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,15 @@ def read_attributes(path) -> pd.DataFrame:
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
     return _read_txt(path)
+
+
+def attribute_text(names: Sequence[str], labels: pd.DataFrame) -> str:
+    """The CelebA-format attribute file (.txt) of the columns ``names`` of ``labels``
+    (0/1) indexed by file name: the count, the names, then +1/-1 as two characters."""
+    signs = np.where(labels[list(names)].to_numpy() > 0, " 1", "-1")
+    lines = [f"{len(labels)}", " ".join(names)]
+    lines += [f"{name} " + " ".join(row) for name, row in zip(labels.index, signs, strict=True)]
+    return "\n".join(lines) + "\n"
 
 
 def _read_txt(path: Path) -> pd.DataFrame:

@@ -163,6 +163,7 @@ def prepare(sources: Sources, target: Path, progress: bool = True, force: bool =
     from tqdm import tqdm
 
     import data_loader
+    from attributes import attribute_text
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
@@ -183,7 +184,7 @@ def prepare(sources: Sources, target: Path, progress: bool = True, force: bool =
             if attribute_src.parent != tmp:
                 shutil.copyfile(attribute_src, attribute_out)
         else:
-            _write_celeba_txt(table, attribute_out)
+            attribute_out.write_text(attribute_text(list(table.columns), table))
             if attribute_src.parent == tmp:
                 attribute_src.unlink()
         # the images
@@ -216,14 +217,6 @@ def prepare(sources: Sources, target: Path, progress: bool = True, force: bool =
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _write_celeba_txt(table, path: Path) -> None:
-    with open(path, "w") as out:
-        out.write(f"{len(table)}\n{' '.join(table.columns)}\n")
-        signs = (table.to_numpy() * 2 - 1).astype(int)
-        for name, row in zip(table.index, signs, strict=True):
-            out.write(name + " " + " ".join(f"{v:2d}" for v in row) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from attributes import attribute_text
 from utils import publish_folder
 
 log = logging.getLogger(__name__)
@@ -475,14 +476,6 @@ def _render_chunk(job: tuple[str, int, int, np.ndarray, np.ndarray]) -> int:
 def image_name(index: int) -> str:
     """File name of the image at 0-based ``index`` (``000001.jpg`` for 0)."""
     return f"{index + 1:06d}.jpg"
-
-
-def attribute_text(names: Sequence[str], labels: pd.DataFrame) -> str:
-    """The CelebA-format attribute file for ``labels`` (0/1) indexed by file name."""
-    signs = np.where(labels[list(names)].to_numpy() > 0, " 1", "-1")
-    lines = [f"{len(labels)}", " ".join(names)]
-    lines += [f"{name} " + " ".join(row) for name, row in zip(labels.index, signs, strict=True)]
-    return "\n".join(lines) + "\n"
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
