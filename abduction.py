@@ -10,7 +10,8 @@
    samples (G is fixed, so they are free): labels from the controller (a share replaced by
    independent fair bits, so that rare combinations are seen), z_gen ~ U[-1, 1], the
    image G draws; the loss is the squared error on z_gen plus the labels' cross-entropy.
-   It is saved with the step of the model it inverts and trained again when that changes.
+   It is saved with the step of the model it inverts and the steps it was trained for, and
+   trained again when the model's step changes or more steps are asked for.
 2. Refinement: a few Adam steps on z_gen (started at the encoder's guess, kept in
    [-1, 1]) minimise the squared pixel error between G(labels, z_gen) and the face,
    with the face's labels fixed (the data set's, or the encoder's reading).
@@ -18,12 +19,16 @@
    whose rounded label, from the face's parent labels, equals the face's label is kept
    (one draw from the noise's posterior; the node's most confident candidate when none
    matches). A counterfactual sets the intervened nodes, recomputes their descendants from
-   that noise and the changed parents, and keeps every other label.
+   that noise and the changed parents, and keeps every other label. A descendant whose
+   parents keep their labels in a row keeps its label there too: the noise reproduces it
+   anyway, except where no candidate matched, and there the face's label is the evidence.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,11 @@ WEIGHTS_FILE = "encoder.weights.h5"
 INFO_FILE = "encoder.json"
 RANDOM_LABEL_SHARE = 0.3  # of the encoder's training labels: independent fair bits
 CANDIDATES = 256  # noise candidates per face and node
+ENCODER_STEPS = 1500  # the encoder's training steps (docs/COUNTERFACTUALS.md measures these)
+REFINE_STEPS = 100    # Adam steps on each face's z_gen after the encoder
+REFINE_LR = 0.1       # and their learning rate
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- the encoder
@@ -105,7 +115,7 @@ def training_labels(cc, n: int, rng: tf.random.Generator) -> tf.Tensor:
     return tf.where(keep, labels, bits)
 
 
-def train_encoder(model, cc, image_size: int, channels: int, *, steps: int = 3000,
+def train_encoder(model, cc, image_size: int, channels: int, *, steps: int = ENCODER_STEPS,
                   batch: int = 64, learning_rate: float = 1e-3, seed: int = 0,
                   progress: bool = True, model_step: int = 0) -> Encoder:
     """An encoder trained on ``steps`` batches of G's samples (module docstring, 1)."""
@@ -155,12 +165,23 @@ def train_encoder(model, cc, image_size: int, channels: int, *, steps: int = 300
     return Encoder(network, info)
 
 
-def get_encoder(trainer, *, steps: int = 3000, retrain: bool = False, seed: int = 0,
+def writable(folder) -> bool:
+    """Whether ``folder`` can be made and written (its nearest existing ancestor is
+    writable)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+def get_encoder(trainer, *, steps: int = ENCODER_STEPS, retrain: bool = False, seed: int = 0,
                 progress: bool = True, folder=None, save: bool = True) -> Encoder:
     """The run's cached encoder (``<run>/counterfactual/encoder/``), trained first when
-    missing, made for another step of the model, or ``retrain``; a newly trained one is
-    written to the cache unless ``save`` is False. ``trainer``: a ``saved_run.SavedRun``
-    (or anything with its ``model``, ``cc``, ``config``, ``model_dir``, ``model_step``)."""
+    missing, made for another step of the model, trained for fewer than ``steps`` steps,
+    or ``retrain``; a newly trained one is written to the cache unless ``save`` is False
+    or the folder cannot be written (then it is kept in memory and a warning says so).
+    ``trainer``: a ``saved_run.SavedRun`` (or anything with its ``model``, ``cc``,
+    ``config``, ``model_dir``, ``model_step``)."""
     model = getattr(trainer, "model", None)
     if model is None:
         raise UserError("This run has no image model (it trained the controller only); "
@@ -174,12 +195,21 @@ def get_encoder(trainer, *, steps: int = 3000, retrain: bool = False, seed: int 
     if not retrain and (folder / INFO_FILE).is_file():
         info = json.loads((folder / INFO_FILE).read_text())
         if (info.get("model_step") == step and info.get("image_size") == size
-                and info.get("label_names") == list(trainer.cc.label_names)):
+                and info.get("label_names") == list(trainer.cc.label_names)
+                and info.get("steps", 0) >= steps):
             return Encoder.load(folder)
+    in_memory = f"{folder} cannot be written: the counterfactuals' encoder is kept in memory " \
+                "(trained again in each session)"
+    if save and not writable(folder):
+        log.warning(in_memory)
+        save = False
     encoder = train_encoder(model, trainer.cc, size, channels, steps=steps, seed=seed,
                             progress=progress, model_step=step)
     if save:
-        encoder.save(folder)
+        try:
+            encoder.save(folder)
+        except OSError as err:
+            log.warning("%s (%s)", in_memory, err)
     return encoder
 
 
@@ -195,7 +225,8 @@ class Abduction:
     seconds: float
 
 
-def refine(model, images, labels01, z0, *, steps: int = 100, lr: float = 0.03) -> Abduction:
+def refine(model, images, labels01, z0, *, steps: int = REFINE_STEPS,
+           lr: float = REFINE_LR) -> Abduction:
     """Adam on z_gen from ``z0`` so that G(labels01, z_gen) redraws ``images`` (module
     docstring, 2). All faces are refined together (G's batch statistics see them all)."""
     import keras
@@ -225,8 +256,8 @@ def refine(model, images, labels01, z0, *, steps: int = 100, lr: float = 0.03) -
                      time.perf_counter() - start)
 
 
-def abduct(model, encoder: Encoder, images, labels01=None, *, steps: int = 100,
-           lr: float = 0.03) -> tuple[Abduction, np.ndarray]:
+def abduct(model, encoder: Encoder, images, labels01=None, *, steps: int = REFINE_STEPS,
+           lr: float = REFINE_LR) -> tuple[Abduction, np.ndarray]:
     """(the faces' refined image noise, the labels used): ``labels01`` [k, n] or, when
     None, the encoder's reading of the faces."""
     z0, logits = encoder(images)
@@ -264,9 +295,12 @@ def controller_noise(cc, labels01, seed: int = 0, candidates: int = CANDIDATES) 
 
 def counterfactual_labels(cc, labels01, noise, do) -> np.ndarray:
     """Labels [k, n] in {0, 1} under ``do`` {node: 0/1}: the intervened nodes set, their
-    descendants recomputed from ``noise`` with the changed parents, the rest kept."""
-    labels = np.asarray(labels01, np.float32).copy()
+    descendants recomputed from ``noise`` in the rows where a parent's label changed, the
+    rest kept (module docstring, 3)."""
+    factual = np.asarray(labels01, np.float32)
+    labels = factual.copy()
     names = list(cc.label_names)
+    index = {name: i for i, name in enumerate(names)}
     below = set()
     for node in do:
         if node not in names:
@@ -277,5 +311,9 @@ def counterfactual_labels(cc, labels01, noise, do) -> np.ndarray:
         if name in do:
             labels[:, i] = float(do[name])
         elif name in below:
-            labels[:, i] = (_node_logits(cc, i, noise[:, i], labels) > 0).astype(np.float32)
+            parents = [index[p] for p in cc.nodes[i].parents]
+            moved = (labels[:, parents] != factual[:, parents]).any(axis=1)
+            if moved.any():
+                drawn = _node_logits(cc, i, noise[moved, i], labels[moved]) > 0
+                labels[moved, i] = drawn.astype(np.float32)
     return labels

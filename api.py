@@ -33,14 +33,13 @@ abducted (an encoder trained on G's own samples, cached in ``<run>/counterfactua
 then refinement against the face's pixels), the controller's noise is drawn so that it
 reproduces the face's labels, the intervened nodes are set and their descendants
 recomputed, and G draws the result with the face's own image noise. This is the one call
-that may write into the run folder (the encoder's cache; a read-only folder keeps it in
-memory).
+that may write into the run folder (the encoder's cache, shared with ``python -m
+figure_scripts counterfactual``; a read-only folder keeps it in memory and a warning says so).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import abduction
 import saved_run
 from errors import UserError
 
@@ -350,19 +350,20 @@ class Run:
         return out
 
     def counterfactuals(self, images, do: Mapping, labels=None, *, seed: int = 0,
-                        refine_steps: int = 100, encoder_steps: int = 3000,
+                        refine_steps: int = abduction.REFINE_STEPS,
+                        encoder_steps: int = abduction.ENCODER_STEPS,
                         progress: bool = True) -> Counterfactuals:
         """What the given faces would have looked like under ``do`` (module docstring).
 
-        images: [k, H, W, C] in [0, 255] (uint8 or float) at the run's image size.
-        do: {node: 0 or 1}. labels: the faces' 0/1 labels (a DataFrame with a column per
-        node, or an array [k, nodes] in the graph's order); None reads them with the
-        encoder. seed: the controller noise's draw. refine_steps: Adam steps fitting each
-        face's image noise. encoder_steps: training steps of an encoder not yet cached
-        (trained once per model step; a progress bar shows it unless ``progress`` is False).
+        images: [k, H, W, C] pixels in [0, 255] (uint8 or float; [k, H, W] for a grey run)
+        at the run's image size. do: {node: 0 or 1}; {} redraws the faces. labels: the
+        faces' 0/1 labels (a DataFrame or dict with a column per node, or an array
+        [k, nodes] in the graph's order); None reads them with the encoder. seed: the
+        controller noise's draw. refine_steps: Adam steps fitting each face's image noise
+        (the faces are fitted together: G's batch norm sees them as one batch).
+        encoder_steps: training steps of the encoder when none trained for at least as
+        many is cached (a progress bar shows the training unless ``progress`` is False).
         """
-        import abduction
-
         do = self._check(do, "do")
         bad = {k: v for k, v in do.items() if v not in (0.0, 1.0)}
         if bad:
@@ -370,6 +371,9 @@ class Run:
         if not self.has_images:
             raise UserError(f"{self.saved.model_dir} trained the controller only: it has no "
                             "image model to draw counterfactual images with.")
+        if int(refine_steps) < 0 or int(encoder_steps) < 1:
+            raise UserError(f"refine_steps must be >= 0 and encoder_steps >= 1; got "
+                            f"{refine_steps} and {encoder_steps}.")
         faces = self._faces(images)
         factual = None if labels is None else self._factual(labels, len(faces))
         model, cc = self.saved.model, self.saved.cc
@@ -405,38 +409,45 @@ class Run:
         if not np.issubdtype(faces.dtype, np.number) or not np.isfinite(faces).all() \
                 or faces.min() < 0 or faces.max() > 255:
             raise UserError("images: pixel values must be finite numbers in [0, 255].")
+        if np.issubdtype(faces.dtype, np.floating) and 0 < faces.max() <= 1:
+            log.warning("images: every pixel is in [0, 1]; counterfactuals reads pixels in "
+                        "[0, 255] (multiply by 255 if these were scaled)")
         return np.clip(np.rint(faces), 0, 255).astype(np.uint8)
 
     def _factual(self, labels, k: int) -> np.ndarray:
+        if isinstance(labels, Mapping):  # {node: one 0/1 label per face}
+            try:
+                labels = pd.DataFrame({key: np.atleast_1d(v) for key, v in labels.items()})
+            except ValueError as err:
+                raise UserError(f"labels: give one 0/1 label per face for every node "
+                                f"({err}).") from None
         if isinstance(labels, pd.DataFrame):
             missing = [name for name in self.label_names if name not in labels.columns]
             if missing:
                 raise UserError(f"labels: the columns {', '.join(missing)} are missing; give "
                                 f"one column per node ({', '.join(self.label_names)}).")
             labels = labels[self.label_names].to_numpy()
-        values = np.asarray(labels, np.float32)
-        if values.shape != (k, len(self.label_names)) or not np.isin(values, (0.0, 1.0)).all():
+        try:
+            values = np.asarray(labels, np.float32)
+        except (TypeError, ValueError):
+            values = np.full(1, np.nan, np.float32)
+        if values.shape != (k, len(self.label_names)):
             raise UserError(f"labels: give 0/1 labels [{k} faces, {len(self.label_names)} "
                             f"nodes: {', '.join(self.label_names)}]; got shape "
                             f"{values.shape}.")
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise UserError("labels: give 0/1 labels; got values "
+                            f"{sorted(set(values[~np.isin(values, (0.0, 1.0))].tolist()))[:5]}.")
         return values
 
-    def _encoder(self, steps: int, progress: bool):
-        """The run's encoder: cached on this Run, in the run folder when it can be written."""
-        import abduction
-
-        cached = getattr(self, "_encoder_cache", None)
-        if cached is not None and cached.info.get("model_step") == self.saved.model_step:
-            return cached
-        writable = os.access(self.saved.model_dir, os.W_OK)
-        cache = Path(self.saved.model_dir) / abduction.ENCODER_DIR / abduction.INFO_FILE
-        if not writable and not cache.is_file():
-            log.warning("%s cannot be written: the counterfactuals' encoder is trained in "
-                        "memory and not cached", self.saved.model_dir)
-        encoder = abduction.get_encoder(self.saved, steps=steps, progress=progress,
-                                        save=writable)
-        self._encoder_cache = encoder
-        return encoder
+    def _encoder(self, steps: int, progress: bool) -> abduction.Encoder:
+        """The run's encoder: kept on this Run, cached in the run folder when it can be
+        written (``abduction.get_encoder``; a warning when it cannot)."""
+        kept = getattr(self, "_encoder_cache", None)
+        if kept is not None and kept.info.get("steps", 0) >= steps:
+            return kept
+        self._encoder_cache = abduction.get_encoder(self.saved, steps=steps, progress=progress)
+        return self._encoder_cache
 
 
 def open_run(path) -> Run:

@@ -199,8 +199,9 @@ def _exact_row(panel, scale, names, x, cf, read_cf, cf_labels, true_labels, trut
             "labels_as_exact": same_labels.all(axis=1).mean()}
 
 
-def measure(trainer, panel, encoder, settings, *, n: int = 200, refine_steps: int = 100,
-            lr: float = 0.1, seed: int = 0, progress: bool = True) -> Measured:
+def measure(trainer, panel, encoder, settings, *, n: int = 200,
+            refine_steps: int = abduction.REFINE_STEPS, lr: float = abduction.REFINE_LR,
+            seed: int = 0, progress: bool = True) -> Measured:
     """The module docstring's measures on ``n`` held-out faces of the run's data set."""
     import toy_faces
     from figure_scripts.classifier import load_images
@@ -431,10 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=200, help="Held-out faces.")
     parser.add_argument("--do", action="append", default=None, metavar="NODE=V[,NODE=V]",
                         help="An intervention (repeat; default: " + ", ".join(DEFAULT_DO) + ").")
-    parser.add_argument("--refine_steps", type=int, default=100,
+    parser.add_argument("--refine_steps", type=int, default=abduction.REFINE_STEPS,
                         help="Latent optimisation steps after the encoder.")
-    parser.add_argument("--lr", type=float, default=0.1, help="Adam's rate of the refinement.")
-    parser.add_argument("--encoder_steps", type=int, default=1500,
+    parser.add_argument("--lr", type=float, default=abduction.REFINE_LR, help="Adam's rate of the refinement.")
+    parser.add_argument("--encoder_steps", type=int, default=abduction.ENCODER_STEPS,
                         help="Training steps of the encoder (when it is not cached).")
     parser.add_argument("--retrain_encoder", action="store_true",
                         help="Train the encoder again even when it is cached.")

@@ -1,9 +1,11 @@
 """api.py: every example of docs/API.md, the fixed individuals, the truth, bad requests."""
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from tiny_runs import tiny_run
 
@@ -118,11 +120,12 @@ def test_a_rare_condition_of_the_probabilities_is_refused(run):
 # ----------------------------------------------------------------------------- counterfactuals
 @pytest.fixture(scope="module")
 def faces(run):
-    """Four faces of the tiny run's data set at its image size, and their labels."""
+    """The first 16 faces of the tiny run's data set at its image size (uint8), and their
+    labels (indexed by file name)."""
     from PIL import Image
 
     size = run.saved.image_shape[0]
-    attr = run.saved.attr.head(4)
+    attr = run.saved.attr.head(16)
     images = np.stack([np.asarray(Image.open(run.saved.dataset_dir / "images" / name)
                                   .convert("RGB").resize((size, size), Image.BILINEAR))
                        for name in attr.index])
@@ -131,7 +134,8 @@ def faces(run):
 
 @pytest.fixture(scope="module")
 def writable_run(run_dir, tmp_path_factory):
-    """A copy of the tiny run (the shared one is read-only by agreement)."""
+    """A copy of the tiny run (the shared one is read-only by agreement) whose encoder is
+    trained (5 steps) by the first counterfactual and cached for the others."""
     import shutil
 
     copy = tmp_path_factory.mktemp("cf_run") / "run"
@@ -139,66 +143,154 @@ def writable_run(run_dir, tmp_path_factory):
     return api.open_run(copy)
 
 
+FAST = dict(encoder_steps=5, refine_steps=3, progress=False)
+
+
+def below(run, node: str) -> tuple[list[str], list[str]]:
+    """(the descendants of node, the nodes neither node nor below it)."""
+    import causal_graph
+
+    down = causal_graph.descendants(run.graph, node)
+    return down, [n for n in run.label_names if n != node and n not in down]
+
+
 def test_counterfactuals_set_the_do_and_keep_the_non_descendants(writable_run, faces):
     images, attr = faces
-    cf = writable_run.counterfactuals(images, {"Male": 0}, labels=attr, encoder_steps=5,
-                                      refine_steps=3, progress=False)
+    cf = writable_run.counterfactuals(images[:4], {"Male": 0}, labels=attr.head(4), **FAST)
     names = writable_run.label_names
-    assert cf.images.shape == images.shape and cf.images.dtype == np.uint8
-    assert cf.reconstructions.shape == images.shape and cf.z_gen.shape == (4, 4)
-    assert list(cf.labels.columns) == names and len(cf) == 4
-    np.testing.assert_array_equal(cf.factual_labels.to_numpy(), attr[names].to_numpy())
+    for x in (cf.faces, cf.reconstructions, cf.images):
+        assert x.shape == (4, 16, 16, 3) and x.dtype == np.uint8
+    assert cf.z_gen.shape == (4, 4) and np.abs(cf.z_gen).max() <= 1 and len(cf) == 4
+    np.testing.assert_array_equal(cf.faces, images[:4])
+    assert list(cf.labels.columns) == names and list(cf.labels.index) == list(attr.index[:4])
+    np.testing.assert_array_equal(cf.factual_labels.to_numpy(), attr[names].head(4).to_numpy())
     assert (cf.labels["Male"] == 0).all()
-    for kept in ("Young", "Eyeglasses"):  # not below Male in big_causal_graph
-        np.testing.assert_array_equal(cf.labels[kept], attr[kept])
-    # the encoder is cached in the run folder and used again
+    _, kept = below(writable_run, "Male")
+    assert kept == ["Young", "Eyeglasses"]
+    np.testing.assert_array_equal(cf.labels[kept], attr[kept].head(4))
+    assert cf.grid().shape == (3 * 18 + 2, 4 * 18 + 2, 3)
+    # the encoder is cached in the run folder (where the command looks) and kept on the Run
     info = writable_run.saved.model_dir / "counterfactual" / "encoder" / "encoder.json"
-    assert info.is_file()
+    assert json.loads(info.read_text())["steps"] == 5
     assert writable_run._encoder(5, False) is writable_run._encoder_cache
-    assert cf.grid().shape[0] == 3 * (images.shape[1] + 2) + 2
+
+
+def test_only_the_descendants_follow_the_controller_noise(writable_run, faces, monkeypatch):
+    """With noise that does not reproduce the faces' labels, the descendants of Male change
+    and its non-descendants still keep the faces' labels."""
+    import abduction
+
+    images, attr = faces
+    cc = writable_run.saved.cc
+    noise = np.random.default_rng(5).uniform(-1, 1, [16, len(cc.label_names), cc.n_hidden])
+    noise = noise.astype(np.float32)
+    monkeypatch.setattr(abduction, "controller_noise", lambda *args, **kwargs: noise)
+    down, kept = below(writable_run, "Male")
+    redrawn = pd.DataFrame(np.round(cc.sample(noise=noise)[0].numpy()),
+                           columns=writable_run.label_names, index=attr.index)
+    assert (redrawn[kept] != attr[kept]).any().any()  # recomputing them would change them
+    cf = writable_run.counterfactuals(images, {"Male": 0}, labels=attr, **FAST)
+    np.testing.assert_array_equal(cf.labels[kept], attr[kept])
+    assert (cf.labels["Male"] == 0).all()
+    assert (cf.labels[down] != attr[down]).any().any()  # recomputed from the noise
 
 
 def test_a_counterfactual_that_changes_nothing_is_the_redraw(writable_run, faces):
     images, attr = faces
-    cf = writable_run.counterfactuals(images, {}, labels=attr, encoder_steps=5,
-                                      refine_steps=3, progress=False)
-    np.testing.assert_array_equal(cf.labels.to_numpy(), cf.factual_labels.to_numpy())
+    cf = writable_run.counterfactuals(images[:4], {}, labels=attr.head(4), **FAST)
+    np.testing.assert_array_equal(cf.labels, cf.factual_labels)
     diff = np.abs(cf.images.astype(int) - cf.reconstructions.astype(int))
     assert diff.max() <= 1  # the same labels and noise: the same image (rounding aside)
-    flipped = attr.assign(Male=1 - attr["Male"])
-    moved = writable_run.counterfactuals(images, {"Male": 1}, labels=flipped,
-                                         encoder_steps=5, refine_steps=3, progress=False)
-    assert (moved.labels["Male"] == 1).all() and (moved.factual_labels["Male"] == 1 - attr["Male"]).all()
-    assert not np.array_equal(moved.images, cf.images)
+    assert cf.mse < 0.5 and np.abs(cf.faces.astype(int) - cf.reconstructions).max() > 1
+    # do(Male=0) of women is nothing either; do(Male=1) of them changes the images
+    women = attr[attr["Male"] == 0].head(4)
+    pictures = images[[attr.index.get_loc(name) for name in women.index]]
+    same = writable_run.counterfactuals(pictures, {"Male": 0}, labels=women, **FAST)
+    np.testing.assert_array_equal(same.labels, women[writable_run.label_names])
+    assert np.abs(same.images.astype(int) - same.reconstructions.astype(int)).max() <= 1
+    moved = writable_run.counterfactuals(pictures, {"Male": 1}, labels=women, **FAST)
+    assert (moved.labels["Male"] == 1).all()
+    assert np.abs(moved.reconstructions.astype(int) - same.reconstructions).max() <= 1
+    assert np.abs(moved.images.astype(int) - moved.reconstructions.astype(int)).mean() > 1
+
+
+def test_float_pixels_and_dict_labels_are_read_like_uint8_and_a_frame(writable_run, faces,
+                                                                       caplog):
+    images, attr = faces
+    a = writable_run.counterfactuals(images[:4], {"Bald": 1}, labels=attr.head(4), **FAST)
+    b = writable_run.counterfactuals(images[:4].astype(np.float64), {"Bald": 1},
+                                     labels={k: v.to_numpy() for k, v in attr.head(4).items()},
+                                     **FAST)
+    np.testing.assert_array_equal(a.labels.to_numpy(), b.labels.to_numpy())
+    assert np.abs(a.images.astype(int) - b.images.astype(int)).max() <= 1
+    assert list(b.labels.index) == [0, 1, 2, 3]
+    assert "[0, 1]" not in caplog.text
+    writable_run.counterfactuals(images[:2] / 255.0, {"Bald": 1}, labels=attr.head(2), **FAST)
+    assert "every pixel is in [0, 1]" in caplog.text
 
 
 def test_counterfactuals_without_labels_read_them_with_the_encoder(writable_run, faces):
-    cf = writable_run.counterfactuals(faces[0], {"Bald": 1}, encoder_steps=5, refine_steps=2,
-                                      progress=False)
-    assert set(np.unique(cf.factual_labels.to_numpy())) <= {0, 1}
+    images = faces[0][:4]
+    cf = writable_run.counterfactuals(images, {"Bald": 1}, **FAST)
+    read = (writable_run._encoder(5, False)(images)[1] > 0).astype(np.int8)
+    np.testing.assert_array_equal(cf.factual_labels.to_numpy(), read)
     assert (cf.labels["Bald"] == 1).all()
 
 
 def test_a_read_only_run_keeps_the_encoder_in_memory(run_dir, tmp_path, faces, caplog,
                                                     monkeypatch):
+    import os
     import shutil
+
+    import abduction
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("counterfactual"))
-    monkeypatch.setattr(api.os, "access", lambda path, mode: False)  # as if read-only
-    cf = api.open_run(copy).counterfactuals(faces[0][:2], {"Bald": 1}, encoder_steps=3,
-                                            refine_steps=1, progress=False)
+    real = os.access
+    monkeypatch.setattr(abduction.os, "access",  # as if the run folder were read-only
+                        lambda path, mode: not str(path).startswith(str(copy)) and real(path, mode))
+    run = api.open_run(copy)
+    for _ in range(2):
+        cf = run.counterfactuals(faces[0][:2], {"Bald": 1}, encoder_steps=3, refine_steps=1,
+                                 progress=False)
     assert len(cf) == 2 and not (copy / "counterfactual").exists()
-    assert "cannot be written" in caplog.text
+    assert caplog.text.count("cannot be written") == 1  # said once; trained once
 
 
-@pytest.mark.parametrize("args, message", [
-    ((np.zeros([2, 8, 8, 3]), {"Bald": 1}), r"give an array \[k, 16, 16, 3\]"),
-    ((np.full([1, 16, 16, 3], 300.0), {"Bald": 1}), r"in \[0, 255\]"),
-    ((np.zeros([1, 16, 16, 3]), {"Nose": 1}), "Nose is not a node"),
-    ((np.zeros([1, 16, 16, 3]), {"Bald": 0.5}), "sets labels to 0 or 1"),
-    ((np.zeros([1, 16, 16, 3]), {"Bald": 1}, np.zeros([1, 3])), r"give 0/1 labels \[1 faces"),
+def test_a_cache_that_cannot_be_written_or_is_too_short_is_trained_again(
+        run_dir, tmp_path, faces, caplog, monkeypatch):
+    import shutil
+
+    import abduction
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("counterfactual"))
+    api.open_run(copy).counterfactuals(faces[0][:2], {}, encoder_steps=2, refine_steps=0,
+                                       progress=False)
+    info = copy / "counterfactual" / "encoder" / abduction.INFO_FILE
+    assert json.loads(info.read_text())["steps"] == 2
+
+    def refuse(self, folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(abduction.Encoder, "save", refuse)
+    run = api.open_run(copy)
+    run.counterfactuals(faces[0][:2], {}, encoder_steps=3, refine_steps=0, progress=False)
+    assert run._encoder_cache.info["steps"] == 3 and "Permission denied" in caplog.text
+    assert json.loads(info.read_text())["steps"] == 2
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((np.zeros([2, 8, 8, 3]), {"Bald": 1}), {}, r"give an array \[k, 16, 16, 3\]"),
+    ((np.zeros([16, 16, 3]), {"Bald": 1}), {}, r"got shape \(16, 16, 3\)"),
+    ((np.full([1, 16, 16, 3], 300.0), {"Bald": 1}), {}, r"in \[0, 255\]"),
+    ((np.zeros([1, 16, 16, 3]), {"Nose": 1}), {}, "Nose is not a node"),
+    ((np.zeros([1, 16, 16, 3]), {"Bald": 0.5}), {}, "sets labels to 0 or 1"),
+    ((np.zeros([1, 16, 16, 3]), {"Bald": 1}, np.zeros([1, 3])), {}, r"give 0/1 labels \[1 faces"),
+    ((np.zeros([1, 16, 16, 3]), {"Bald": 1}, np.full([1, 9], 2)), {}, r"got values \[2.0\]"),
+    ((np.zeros([1, 16, 16, 3]), {"Bald": 1}, {"Male": [1]}), {}, "Young, Eyeglasses, Bald"),
+    ((np.zeros([1, 16, 16, 3]), {"Bald": 1}), dict(refine_steps=-1), "refine_steps must be"),
 ])
-def test_bad_counterfactual_requests_are_user_errors(run, args, message):
+def test_bad_counterfactual_requests_are_user_errors(run, args, kwargs, message):
     with pytest.raises(UserError, match=message):
-        run.counterfactuals(*args, progress=False)
+        run.counterfactuals(*args, progress=False, **kwargs)

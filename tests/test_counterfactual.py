@@ -49,6 +49,12 @@ def test_controller_noise_reproduces_the_labels_and_counterfactuals_keep_the_res
     # Bald is recomputed with the same noise: where Male did not change, neither does Bald
     same = labels[:, names.index("Male")] == 0
     np.testing.assert_array_equal(cf[same, bald], labels[same, bald])
+    # with noise that does not reproduce the labels, the rows whose Male stays keep every
+    # label, and the others' descendants of Male follow that noise
+    other = np.random.default_rng(1).uniform(-1, 1, noise.shape).astype(np.float32)
+    cf = abduction.counterfactual_labels(cc, labels, other, {"Male": 0})
+    np.testing.assert_array_equal(cf[same], labels[same])
+    assert (cf[~same, bald] != labels[~same, bald]).any()
     with pytest.raises(UserError, match="not a node"):
         abduction.counterfactual_labels(cc, labels, noise, {"Smiling": 1})
 
@@ -95,11 +101,15 @@ def test_command_writes_the_report_with_exact_counterfactuals(tiny_run, capsys):
     assert "## Against the exact counterfactual" in (out / "report.md").read_text()
     printed = capsys.readouterr().out
     assert "closer to the exact counterfactual" in printed
-    # the encoder is cached beside the report, and trained again only when asked
+    # the encoder is cached beside the report, and trained again only when asked or when
+    # more steps are asked for than it was trained for
     info = out / "encoder" / abduction.INFO_FILE
     stamp = info.stat().st_mtime_ns
-    assert abduction.get_encoder(tiny_run, progress=False).info["steps"] == 3
+    assert abduction.get_encoder(tiny_run, steps=3, progress=False).info["steps"] == 3
+    assert abduction.get_encoder(tiny_run, steps=2, progress=False).info["steps"] == 3
     assert info.stat().st_mtime_ns == stamp
+    assert abduction.get_encoder(tiny_run, steps=4, progress=False).info["steps"] == 4
+    assert json.loads(info.read_text())["steps"] == 4
     assert abduction.get_encoder(tiny_run, steps=2, retrain=True,
                                  progress=False).info["steps"] == 2
 
