@@ -279,8 +279,16 @@ class RunsAdam(Adam):
     count [R], so that one run's update can be skipped (``finite`` [R] False) while the
     others' go on. With every run finite it computes what ``Adam`` computes.
 
-    The one update that skips by selecting (``tf.where``) instead of ``nonfinite.apply_if``:
-    the decision is one per run, inside each variable, and a branch skips a whole update."""
+    The one update that skips by selecting (``tf.where``) instead of ``nonfinite.apply_if``.
+    ``apply_if`` is a ``tf.cond`` on one scalar: it runs or skips the whole update. Here
+    every variable (weights and both moments, leading axis R) holds all R runs' slices,
+    so with ``finite`` = [True, False] neither branch is right: applying writes run 1's
+    non-finite step into its slice, skipping holds back run 0 too. Branching per run
+    would take R conditionals, each writing one slice of every variable; instead one
+    select per tensor keeps a skipped run's slices, and its own iteration count (its
+    bias correction) does not advance. With R = 1, where a branch would do, the select
+    costs little: docs/SPEED.md, "The synthetic experiments' per-run skip against one
+    branch"."""
 
     def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, runs: int,
                  name: str = "adam"):
