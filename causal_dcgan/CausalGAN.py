@@ -191,6 +191,11 @@ class CausalGAN(ControllerInputs, tf.Module):
                                    self.channels, group, init, upsample)
             for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
                 average.assign(weight)
+        # --draw_rows: requested rows per batch when drawing images (0: the whole batch)
+        self.draw_rows = int(getattr(config, "draw_rows", 0) or 0) or self.batch_size
+        if not 0 < self.draw_rows <= self.batch_size:
+            raise UserError(f"--draw_rows {self.draw_rows}: give 0 (every row of a batch) or "
+                            f"1 to --batch_size ({self.batch_size}).")
         self.schedule = getattr(config, "schedule", "reference")
         self.shared_labeler = bool(getattr(config, "labeler_shares_D", False))
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
@@ -202,7 +207,9 @@ class CausalGAN(ControllerInputs, tf.Module):
                                int(config.n_stab_proj), init,
                                minibatch=bool(getattr(config, "minibatch_features", True)),
                                n_labels=self.n_labels if self.shared_labeler else 0,
-                               n_projection=self.n_labels if self.projection else 0)
+                               n_projection=self.n_labels if self.projection else 0,
+                               norm=str(getattr(config, "d_norm", "batch")),
+                               stddev=bool(getattr(config, "minibatch_stddev", False)))
         # --labeler_shares_D: the labeler is D's label head (D's optimizer trains it)
         self.labeler = (None if self.shared_labeler else
                         ConvStack(d, size, self.channels, self.n_labels, group, init,
@@ -312,13 +319,28 @@ class CausalGAN(ControllerInputs, tf.Module):
         return to_pixels(self._generate_padded(labels, z_gen)[:n])
 
     def _generate_padded(self, labels01, z_gen):
-        """G's images in [-1, 1] for the rows padded to a multiple of batch_size."""
+        """G's images in [-1, 1] for the rows padded to a multiple of batch_size (with
+        --draw_rows k: of k, each group of k rows then completed to a batch by the fixed
+        individuals, whose images are dropped again)."""
+        k = self.draw_rows
         n = tf.shape(labels01)[0]
-        pad = (-n) % self.batch_size
+        pad = (-n) % k
         values = tf.concat([label_values(labels01), self._padding_values(pad)], axis=0)
         z_all = tf.concat([tf.cast(z_gen, tf.float32), self.pad_z[:pad]], axis=0)
         G = self.G_ema if self.G_ema is not None else self.G
-        return G(self.generator_inputs(values, z_all))
+        if k == self.batch_size:
+            return G(self.generator_inputs(values, z_all))
+        groups = tf.shape(values)[0] // k
+
+        def complete(rows, fixed):
+            rows = tf.reshape(rows, [groups, k, -1])
+            fixed = tf.tile(fixed[None, k:], [groups, 1, 1])
+            return tf.reshape(tf.concat([rows, fixed], axis=1), [groups * self.batch_size, -1])
+
+        out = G(self.generator_inputs(complete(values, self._padding_values(self.batch_size)),
+                                      complete(z_all, self.pad_z)))
+        out = tf.reshape(out, tf.concat([[groups, self.batch_size], tf.shape(out)[1:]], 0))
+        return tf.reshape(out[:, :k], tf.concat([[-1], tf.shape(out)[2:]], 0))
 
     def diagnostics(self, images, real_labels, controller_labels, z_gen):
         """Images and label histograms for summaries: G, and the labeler's and D's

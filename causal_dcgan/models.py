@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from causal_dcgan.ops import BatchNorm, Conv, Deconv, minibatch_similarity, out_size
+from causal_dcgan.ops import (
+    NORMS,
+    BatchNorm,
+    Conv,
+    Deconv,
+    minibatch_similarity,
+    minibatch_stddev,
+    out_size,
+)
 from nets import Dense, lrelu, normal
 
 MB_KERNELS = 300   # minibatch-discrimination kernels
@@ -96,8 +104,11 @@ class Discriminator(tf.Module):
 
     def __init__(self, df_dim: int, size: int, channels: int, group: int,
                  stab_proj: bool = False, n_stab_proj: int = 256, rng=None,
-                 minibatch: bool = True, n_labels: int = 0, n_projection: int = 0):
+                 minibatch: bool = True, n_labels: int = 0, n_projection: int = 0,
+                 norm: str = "batch", stddev: bool = False):
         super().__init__(name="discriminator")
+        self.stddev = bool(stddev)
+        Norm, bias = NORMS[norm], norm != "batch"  # without batch norm each conv keeps a bias
         d, self.group = int(df_dim), int(group)
         self.minibatch = bool(minibatch)
         sides = pyramid(size)
@@ -106,18 +117,18 @@ class Discriminator(tf.Module):
         # with stab_proj the first layer is a fixed random projection, never trained
         self.h0 = Conv(channels, first, rng, trainable=not stab_proj,
                        name="stab_proj" if stab_proj else "h0")
-        self.h1 = Conv(first, 2 * d, rng, bias=False, name="h1")
-        self.bn1 = BatchNorm(2 * d, group, name="bn1")
+        self.h1 = Conv(first, 2 * d, rng, bias=bias, name="h1")
+        self.bn1 = Norm(2 * d, group, name="bn1")
         if self.minibatch:
             self.mb0 = Conv(2 * d, d, rng, name="mb0")
             self.mb1 = Conv(d, d, rng, name="mb1")
             self.mb_lin = Dense(sides[4] ** 2 * d, MB_KERNELS * MB_DIMS, stddev=0.02,
                                 rng=rng, name="mb_lin")
-        self.h2 = Conv(2 * d + (MB_KERNELS if self.minibatch else 0), 4 * d, rng, bias=False,
+        self.h2 = Conv(2 * d + (MB_KERNELS if self.minibatch else 0), 4 * d, rng, bias=bias,
                        name="h2")
-        self.bn2 = BatchNorm(4 * d, group, name="bn2")
-        self.h3 = Conv(4 * d, 8 * d, rng, bias=False, name="h3")
-        self.bn3 = BatchNorm(8 * d, group, name="bn3")
+        self.bn2 = Norm(4 * d, group, name="bn2")
+        self.h3 = Conv(4 * d + int(self.stddev), 8 * d, rng, bias=bias, name="h3")
+        self.bn3 = Norm(8 * d, group, name="bn3")
         self.out = Dense(sides[4] ** 2 * 8 * d, 1, stddev=0.02, rng=rng, name="h4_lin")
         self.label_head = (Dense(sides[4] ** 2 * 8 * d, int(n_labels), stddev=0.02, rng=rng,
                                  name="label_lin") if n_labels else None)
@@ -140,6 +151,8 @@ class Discriminator(tf.Module):
         h1 = lrelu(self.bn1(self.h1(h0)))
         h = self.minibatch_features(h1) if self.minibatch else h1
         h = lrelu(self.bn2(self.h2(h)))
+        if self.stddev:
+            h = minibatch_stddev(h, self.group)
         h = lrelu(self.bn3(self.h3(h)))
         flat = tf.reshape(h, [-1, h.shape[1] * h.shape[2] * h.shape[3]])
         logit = self.out(flat)

@@ -179,6 +179,44 @@ class BatchNorm(tf.Module):
         return tf.reshape(y, shape)
 
 
+class LayerNorm(tf.Module):
+    """Normalisation of each image's map by its own mean and variance over (H, W, C), with
+    a scale and offset per channel: no batch statistics (--d_norm layer)."""
+
+    def __init__(self, channels: int, group: int = 0, name: str | None = None):
+        super().__init__(name=name)
+        self.gamma = tf.Variable(tf.ones([channels]), name="gamma")
+        self.beta = tf.Variable(tf.zeros([channels]), name="beta")
+
+    def __call__(self, x):
+        mean, var = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + BN_EPSILON) * self.gamma + self.beta
+
+
+class NoNorm(tf.Module):
+    """The identity in a normalisation's place (--d_norm none)."""
+
+    def __init__(self, channels: int = 0, group: int = 0, name: str | None = None):
+        super().__init__(name=name)
+
+    def __call__(self, x):
+        return x
+
+
+NORMS = {"batch": BatchNorm, "layer": LayerNorm, "none": NoNorm}  # --d_norm
+
+
+def minibatch_stddev(x, group: int):
+    """x [B, H, W, C] with one channel appended: per group of ``group`` rows, the standard
+    deviation over the group's rows of every feature, averaged over features and
+    positions (Karras et al. 2018), so D sees how alike the images of a batch are."""
+    g = group_rows(x, group)                                        # [G, group, H, W, C]
+    _, var = tf.nn.moments(g, axes=[1], keepdims=True)
+    spread = tf.reduce_mean(tf.sqrt(var + 1e-8), axis=[2, 3, 4], keepdims=True)
+    spread = tf.tile(spread, tf.concat([[1, group], tf.shape(x)[1:3], [1]], 0))
+    return tf.concat([x, tf.reshape(spread, tf.concat([tf.shape(x)[:3], [1]], 0))], axis=3)
+
+
 @tf.function(jit_compile=True)
 def _pair_similarity(at):
     """[G, D, K, g] (dims, kernels, rows) -> exp(-L1 distance) [G, K, g, g], zero diagonal."""

@@ -650,3 +650,73 @@ def test_r1_penalty_is_added_to_the_discriminator_loss_and_its_update():
                zip(plain[1], with_r1[1], strict=True))
     with pytest.raises(UserError, match="--r1_gamma"):
         cg.CausalGAN(dcgan_config(r1_gamma=-1.0), NAMES, 16, seed=13)
+
+
+@pytest.mark.parametrize("norm", ["layer", "none"])
+def test_discriminator_without_batch_norm_judges_each_image_alone(norm):
+    x = cg.to_unit(batch(16)[0])
+    plain = cg.CausalGAN(dcgan_config(minibatch_features=False), NAMES, 16, seed=7)
+    model = cg.CausalGAN(dcgan_config(minibatch_features=False, d_norm=norm), NAMES, 16, seed=7)
+    assert model.D.h1.bias is not None and plain.D.h1.bias is None  # no norm to undo a bias
+    assert (len(model.D.trainable_variables) - len(plain.D.trainable_variables)
+            == (3 if norm == "layer" else -3))  # + biases, - batch norms' scale/offset pairs
+    changed = tf.concat([x[:1], x[1:] * 0.5], axis=0)  # rows 1-3 change, row 0 stays
+    for net, independent in ((model.D, True), (plain.D, False)):
+        a, _, _ = net(x)
+        b, _, _ = net(changed)
+        assert np.isclose(float(a[0, 0]), float(b[0, 0]), atol=1e-6) == independent
+    with pytest.raises(SystemExit):
+        cg_config_parse(["--d_norm", "group"])
+
+
+def cg_config_parse(argv):
+    from causal_dcgan.config import get_config
+    return get_config(argv)
+
+
+def test_draw_rows_completes_each_group_with_the_fixed_individuals():
+    model = cg.CausalGAN(dcgan_config(draw_rows=2), NAMES, 16, seed=5)
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, (5, 3)).astype(np.float32)
+    z = rng.uniform(-1, 1, (5, 4)).astype(np.float32)
+    images = model.generate(labels, z).numpy()
+    assert images.shape == (5, 16, 16, 3)
+    fixed = model._padding_values(4)
+    for start in (0, 2, 4):  # groups of two requested rows (the last one padded)
+        rows = cg.label_values(labels[start:start + 2])
+        zs = z[start:start + 2]
+        if len(rows) < 2:
+            rows, zs = tf.concat([rows, fixed[:1]], 0), tf.concat([zs, model.pad_z[:1]], 0)
+        batch_in = model.generator_inputs(tf.concat([rows, fixed[2:]], 0),
+                                          tf.concat([zs, model.pad_z[2:]], 0))
+        direct = cg.to_pixels(model.G(batch_in)).numpy()[:2]
+        np.testing.assert_allclose(images[start:start + 2], direct[:len(images[start:])],
+                                   atol=1e-3)
+    # an image's batch holds one other requested row: it does not see the rest of the call
+    again = model.generate(labels[:2], z[:2]).numpy()
+    np.testing.assert_allclose(again, images[:2], atol=1e-3)
+    # a batch that is all one label value keeps the training batches' statistics
+    same = np.tile(labels[:1], (4, 1))
+    whole = cg.CausalGAN(dcgan_config(), NAMES, 16, seed=5)
+    assert not np.allclose(whole.generate(same, z[:4]).numpy(),
+                           model.generate(same, z[:4]).numpy(), atol=1.0)
+    for bad in (-1, 5):
+        with pytest.raises(UserError, match="--draw_rows"):
+            cg.CausalGAN(dcgan_config(draw_rows=bad), NAMES, 16, seed=5)
+
+
+def test_minibatch_stddev_channel_is_the_spread_of_the_batch():
+    x = tf.constant(np.random.default_rng(0).normal(size=[4, 3, 3, 2]), tf.float32)
+    out = ops.minibatch_stddev(x, 2).numpy()
+    assert out.shape == (4, 3, 3, 3)
+    np.testing.assert_array_equal(out[..., :2], x.numpy())
+    for rows in ((0, 1), (2, 3)):
+        spread = np.sqrt(x.numpy()[list(rows)].var(axis=0) + 1e-8).mean()
+        np.testing.assert_allclose(out[list(rows), :, :, 2], spread, rtol=1e-5)
+    alike = ops.minibatch_stddev(tf.tile(x[:1], [4, 1, 1, 1]), 4).numpy()
+    np.testing.assert_allclose(alike[..., 2], 1e-4, rtol=1e-3)  # identical images: ~0
+    model = cg.CausalGAN(dcgan_config(minibatch_features=False, minibatch_stddev=True,
+                                      d_norm="none"), NAMES, 16, seed=7)
+    assert model.D.h3.kernel.shape[2] == 4 * 4 + 1
+    logits, _, _ = model.D(cg.to_unit(batch(16)[0]))
+    assert logits.shape == (4, 1)

@@ -325,3 +325,17 @@ def test_frechet_scale_grows_with_the_change(toy_panel, tmp_path):
     assert min(result["Gaussian noise, std 25"].values()) > 1.5  # far above the floor
     with pytest.raises(frechet_scale.UserError, match="No reader panel is cached"):
         frechet_scale.main(["--dataset_dir", str(tmp_path), "--size", "16"])
+
+
+def test_frechet_scale_sets_are_ratios_to_the_changed_observational(toy_panel):
+    from figure_scripts import frechet, frechet_scale
+
+    change = [("noise 25", "noise", 25.0)]
+    ratios = frechet_scale.measure_sets(toy_panel.panel, toy_faces.default_scm(),
+                                        toy_panel.size, N, seed=3, changes=change)
+    keys = [d.key for d in frechet.distribution_sets(toy_faces.default_scm().nodes)]
+    assert set(ratios["noise 25"]) == set(keys) - {frechet.OBSERVATIONAL}
+    for row in ratios["noise 25"].values():
+        assert set(row) == set(toy_panel.panel.names)
+        # the same change on every face: each set is about as far as the observational one
+        assert all(0.2 < r < 5.0 for r in row.values()), ratios
