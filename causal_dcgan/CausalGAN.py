@@ -191,11 +191,7 @@ class CausalGAN(ControllerInputs, tf.Module):
                                    self.channels, group, init, upsample)
             for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
                 average.assign(weight)
-        # --draw_rows: requested rows per batch when drawing images (0: the whole batch)
-        self.draw_rows = int(getattr(config, "draw_rows", 0) or 0) or self.batch_size
-        if not 0 < self.draw_rows <= self.batch_size:
-            raise UserError(f"--draw_rows {self.draw_rows}: give 0 (every row of a batch) or "
-                            f"1 to --batch_size ({self.batch_size}).")
+        self.set_draw_rows(getattr(config, "draw_rows", 0))
         self.schedule = getattr(config, "schedule", "reference")
         self.shared_labeler = bool(getattr(config, "labeler_shares_D", False))
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
@@ -246,6 +242,14 @@ class CausalGAN(ControllerInputs, tf.Module):
         self._g_grads = tf.function(self._g_losses_and_grads, jit_compile=jit)
         self._all_grads = tf.function(self._all_losses_and_grads, jit_compile=jit)
         self._labeler_grads = tf.function(self._labeler_loss_and_grads, jit_compile=jit)
+
+    def set_draw_rows(self, rows) -> None:
+        """--draw_rows: requested rows per batch when drawing images (0: the whole batch)."""
+        rows = int(rows or 0)
+        if not 0 <= rows <= self.batch_size:
+            raise UserError(f"--draw_rows {rows}: give 0 (every row of a batch) or 1 to "
+                            f"--batch_size ({self.batch_size}).")
+        self.draw_rows = rows or self.batch_size
 
     # -- what the Trainer shows and summarises
     progress_keys = {"d": "d_loss", "g": "g_loss", "k_t": "k_t"}

@@ -540,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Training images of each newly trained reader.")
     parser.add_argument("--reader_steps", type=int, default=plan.steps,
                         help="Optimizer steps of each newly trained reader.")
+    parser.add_argument("--draw_rows", type=int, default=None,
+                        help="CausalGAN only: draw the images with this --draw_rows instead "
+                        "of the run's own (0: every row of a batch, as the reference).")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     return parser
 
@@ -558,6 +561,11 @@ def main(argv=None) -> int:
     from figure_scripts.run import load_run
 
     trainer = load_run(args.load_path)
+    if args.draw_rows is not None:
+        if not hasattr(trainer.model, "set_draw_rows"):
+            raise UserError(f"--draw_rows is CausalGAN's; {args.load_path} is a "
+                            f"{trainer.model_type or 'controller-only'} run.")
+        trainer.model.set_draw_rows(args.draw_rows)
     plan = TrainingPlan(n_train=args.reader_images, steps=args.reader_steps)
     result = build_report(trainer, n=args.n, label_samples=args.label_samples, seed=args.seed,
                           progress=not args.quiet, plan=plan, retrain=args.retrain_readers,

@@ -703,6 +703,10 @@ def test_draw_rows_completes_each_group_with_the_fixed_individuals():
     for bad in (-1, 5):
         with pytest.raises(UserError, match="--draw_rows"):
             cg.CausalGAN(dcgan_config(draw_rows=bad), NAMES, 16, seed=5)
+    whole.set_draw_rows(2)  # what `fidelity --draw_rows 2` does to a loaded run
+    np.testing.assert_allclose(whole.generate(labels, z).numpy(), images, atol=1e-3)
+    whole.set_draw_rows(0)
+    assert whole.draw_rows == 4
 
 
 def test_minibatch_stddev_channel_is_the_spread_of_the_batch():
