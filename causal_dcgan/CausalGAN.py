@@ -322,11 +322,11 @@ class CausalGAN(ControllerInputs, tf.Module):
             z_gen = self.draw_z(n)
         return to_pixels(self._generate_padded(labels, z_gen)[:n])
 
-    def _generate_padded(self, labels01, z_gen):
+    def _generate_padded(self, labels01, z_gen, rows: int | None = None):
         """G's images in [-1, 1] for the rows padded to a multiple of batch_size (with
-        --draw_rows k: of k, each group of k rows then completed to a batch by the fixed
-        individuals, whose images are dropped again)."""
-        k = self.draw_rows
+        --draw_rows k, or ``rows``: of k, each group of k rows then completed to a batch by
+        the fixed individuals, whose images are dropped again)."""
+        k = int(rows or self.draw_rows)
         n = tf.shape(labels01)[0]
         pad = (-n) % k
         values = tf.concat([label_values(labels01), self._padding_values(pad)], axis=0)
@@ -352,7 +352,7 @@ class CausalGAN(ControllerInputs, tf.Module):
         x = to_unit(tf.convert_to_tensor(images, tf.float32))
         fake01 = self.prepare_labels(controller_labels)
         n = tf.shape(fake01)[0]
-        g = self._generate_padded(fake01, z_gen)
+        g = self._generate_padded(fake01, z_gen, rows=self.batch_size)  # D takes full batches
         d_real = self.judge(x, real_labels)
         d_fake = self.judge(g, tf.concat([fake01, tf.zeros([tf.shape(g)[0] - n, self.n_labels])],
                                          axis=0))

@@ -707,6 +707,12 @@ def test_draw_rows_completes_each_group_with_the_fixed_individuals():
     np.testing.assert_allclose(whole.generate(labels, z).numpy(), images, atol=1e-3)
     whole.set_draw_rows(0)
     assert whole.draw_rows == 4
+    # training summaries judge G's images in full batches, whatever --draw_rows is
+    odd = cg.CausalGAN(dcgan_config(draw_rows=3), NAMES, 16, seed=5)
+    images, real, fake, zs = batch(16)
+    out = odd.diagnostics(images, real, fake, zs)
+    assert out["images"]["G"].shape == (4, 16, 16, 3)
+    assert out["histograms"]["d_fake"].shape == (4, 1)
 
 
 def test_minibatch_stddev_channel_is_the_spread_of_the_batch():
