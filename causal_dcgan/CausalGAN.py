@@ -192,6 +192,11 @@ class CausalGAN(ControllerInputs, tf.Module):
             for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
                 average.assign(weight)
         self.set_draw_rows(getattr(config, "draw_rows", 0))
+        self.lr_decay_start = int(getattr(config, "lr_decay_start", 0) or 0)
+        if self.lr_decay_start < 0:
+            raise UserError(f"--lr_decay_start {self.lr_decay_start}: give an iteration >= 0 "
+                            "(0: no decay).")
+        self._rate_set = float(config.learning_rate)
         self.schedule = getattr(config, "schedule", "reference")
         self.shared_labeler = bool(getattr(config, "labeler_shares_D", False))
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
@@ -566,6 +571,25 @@ class CausalGAN(ControllerInputs, tf.Module):
         metrics.update(self._finish(decay=True))
         return metrics
 
+    def learning_rate_at(self, step: int) -> float:
+        """--lr_decay_start: the learning rate of every network at iteration ``step``:
+        --learning_rate until that iteration, then falling linearly to 0 at --num_iter."""
+        base, start = float(self.config.learning_rate), int(self.lr_decay_start)
+        end = int(self.config.num_iter)
+        if start <= 0 or step < start or end <= start:
+            return base
+        return base * max(end - step, 0) / (end - start)
+
+    def set_learning_rates(self, step: int) -> None:
+        """Every optimizer's learning rate for iteration ``step`` (assigned only when it
+        changes, so a run without --lr_decay_start never touches them)."""
+        rate = self.learning_rate_at(step)
+        if rate == self._rate_set:
+            return
+        for _, optimizer in self.networks():
+            optimizer.learning_rate.assign(rate)
+        self._rate_set = rate
+
     def metric_template(self):
         """Every metric an iteration may return, as NaN (shown until first computed)."""
         nan = float("nan")
@@ -604,7 +628,9 @@ class CausalGAN(ControllerInputs, tf.Module):
         last = self.metric_template()
 
         def train(batch):
-            kind = self.iteration_kind(int(self.step.numpy()))
+            step = int(self.step.numpy())
+            self.set_learning_rates(step)
+            kind = self.iteration_kind(step)
             last.update(functions[kind](batch))
             return dict(last)
 

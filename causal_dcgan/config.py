@@ -108,6 +108,10 @@ diff_arg.add_argument("--minibatch_stddev", type=str2bool, default=False,
                            "over the batch, averaged), so a G that draws too few kinds of "
                            "image is told apart (Karras et al. 2018); a cheap stand-in for "
                            "--minibatch_features.")
+diff_arg.add_argument("--lr_decay_start", type=int, default=0,
+                      help="From this iteration on, every network's learning rate falls "
+                           "linearly from --learning_rate to 0 at --num_iter; 0: constant (the "
+                           "reference).")
 diff_arg.add_argument("--draw_rows", type=int, default=0,
                       help="Images drawn (figures, the report, generate()) take this many rows "
                            "of each batch of --batch_size; fixed individuals with the "

@@ -730,3 +730,23 @@ def test_minibatch_stddev_channel_is_the_spread_of_the_batch():
     assert model.D.h3.kernel.shape[2] == 4 * 4 + 1
     logits, _, _ = model.D(cg.to_unit(batch(16)[0]))
     assert logits.shape == (4, 1)
+
+
+def test_lr_decay_start_falls_linearly_to_zero_at_num_iter():
+    cfg = dcgan_config(schedule="every_step", minibatch_features=False, lr_decay_start=2,
+                       num_iter=6, learning_rate=0.001)
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=3)
+    assert [model.learning_rate_at(s) for s in (0, 1, 2, 3, 5, 6)] == pytest.approx(
+        [0.001, 0.001, 0.001, 0.00075, 0.00025, 0.0])
+    train = model.make_train_function()
+    seen = []
+    for _ in range(4):
+        train(batch(16))
+        seen.append(float(model.g_optimizer.learning_rate.numpy()))
+    assert seen == pytest.approx([0.001, 0.001, 0.001, 0.00075])  # the rate of steps 0-3
+    for _, optimizer in model.networks():
+        assert float(optimizer.learning_rate.numpy()) == pytest.approx(0.00075)
+    plain = cg.CausalGAN(dcgan_config(learning_rate=0.001, num_iter=6), NAMES, 16, seed=3)
+    assert plain.learning_rate_at(5) == 0.001
+    with pytest.raises(UserError, match="--lr_decay_start"):
+        cg.CausalGAN(dcgan_config(lr_decay_start=-1), NAMES, 16, seed=3)
