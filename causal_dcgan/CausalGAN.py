@@ -334,7 +334,8 @@ class CausalGAN(ControllerInputs, tf.Module):
         k = int(rows or self.draw_rows)
         n = tf.shape(labels01)[0]
         pad = (-n) % k
-        values = tf.concat([label_values(labels01), self._padding_values(pad)], axis=0)
+        fixed = self._padding_values(self.batch_size)  # the fixed individuals, drawn once
+        values = tf.concat([label_values(labels01), fixed[:pad]], axis=0)
         z_all = tf.concat([tf.cast(z_gen, tf.float32), self.pad_z[:pad]], axis=0)
         G = self.G_ema if self.G_ema is not None else self.G
         if k == self.batch_size:
@@ -346,8 +347,7 @@ class CausalGAN(ControllerInputs, tf.Module):
             fixed = tf.tile(fixed[None, k:], [groups, 1, 1])
             return tf.reshape(tf.concat([rows, fixed], axis=1), [groups * self.batch_size, -1])
 
-        out = G(self.generator_inputs(complete(values, self._padding_values(self.batch_size)),
-                                      complete(z_all, self.pad_z)))
+        out = G(self.generator_inputs(complete(values, fixed), complete(z_all, self.pad_z)))
         out = tf.reshape(out, tf.concat([[groups, self.batch_size], tf.shape(out)[1:]], 0))
         return tf.reshape(out[:, :k], tf.concat([[-1], tf.shape(out)[2:]], 0))
 

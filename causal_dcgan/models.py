@@ -97,9 +97,11 @@ class Discriminator(tf.Module):
     ``minibatch=False`` drops the minibatch features; ``n_labels > 0`` adds a linear
     label head beside the logit (ACGAN's auxiliary classifier); ``n_projection > 0`` makes
     D judge (image, labels) pairs: the logit gains <embed(2 labels - 1), last features>
-    (a projection discriminator, Miyato & Koyama 2018), given ``labels`` [B, n] in {0, 1}.
-    All three are differences from the reference (--minibatch_features,
-    --labeler_shares_D, --projection_D).
+    (a projection discriminator, Miyato & Koyama 2018), given ``labels`` [B, n] in {0, 1};
+    ``norm`` "layer" or "none" replaces the batch norms after h1-h3 (those convs then keep
+    a bias); ``stddev`` gives h3 one more input channel, the batch's spread
+    (ops.minibatch_stddev). All are differences from the reference (--minibatch_features,
+    --labeler_shares_D, --projection_D, --d_norm, --minibatch_stddev).
     """
 
     def __init__(self, df_dim: int, size: int, channels: int, group: int,
