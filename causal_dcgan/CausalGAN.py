@@ -179,8 +179,11 @@ class CausalGAN(ControllerInputs, tf.Module):
                 else tf.random.Generator.from_non_deterministic_state())
         group, d, size = self.batch_size, int(config.df_dim), self.image_size
         upsample = str(getattr(config, "g_upsample", "deconv"))
+        # --g_cond_bn: G's batch norms also take their scale and offset from the labels
+        cond = dict(n_cond=self.n_labels if getattr(config, "g_cond_bn", False) else 0,
+                    cond_logits=config.type_input_to_generator == "logits")
         self.G = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size, self.channels,
-                           group, init, upsample)
+                           group, init, upsample, **cond)
         # --g_ema: a moving average of G's weights draws every image shown (not trained)
         self.ema_decay = float(getattr(config, "g_ema", 0.0) or 0.0)
         if not 0.0 <= self.ema_decay < 1.0:
@@ -188,7 +191,7 @@ class CausalGAN(ControllerInputs, tf.Module):
         self.G_ema = None
         if self.ema_decay > 0.0:
             self.G_ema = Generator(self.z_dim + self.n_labels, int(config.gf_dim), size,
-                                   self.channels, group, init, upsample)
+                                   self.channels, group, init, upsample, **cond)
             for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
                 average.assign(weight)
         self.set_draw_rows(getattr(config, "draw_rows", 0))

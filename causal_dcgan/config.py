@@ -93,6 +93,11 @@ diff_arg.add_argument("--g_upsample", type=str, default="deconv", choices=["deco
                            "convolutions (the reference); resize, nearest-neighbour "
                            "upsampling then a 3x3 convolution with reflected borders, which "
                            "draws no checkerboard noise.")
+diff_arg.add_argument("--g_cond_bn", type=str2bool, default=False,
+                      help="Conditional batch norm in G: after each of its batch norms the "
+                           "maps are also scaled and shifted by a linear function of the "
+                           "labels (zero at the start), so every scale of G hears the labels, "
+                           "not only its input (the reference).")
 diff_arg.add_argument("--r1_gamma", type=float, default=0.0,
                       help="Adds the R1 penalty (gamma / 2) E||grad_x D(x)||^2 on real images "
                            "to D's loss (Mescheder et al. 2018), which keeps D from winning "

@@ -6,7 +6,8 @@ returns NHWC tensors; batch statistics are per group of ``group`` rows (causal_d
 
     Generator     linear -> s/16 x s/16 x 8g, BN, relu; transposed convs to 4g, 2g, g
                   (BN, relu each) and to ``channels`` with tanh (``upsample="resize"``:
-                  nearest-neighbour doubling + 3x3 convolution in their place).
+                  nearest-neighbour doubling + 3x3 convolution in their place;
+                  ``n_cond > 0``: every BN's scale and offset also follow the labels).
     Discriminator conv d + lrelu (or a fixed random projection to n_stab_proj channels);
                   conv 2d + BN + lrelu (the z-estimator's input); minibatch features;
                   conv 4d, conv 8d (BN + lrelu); linear to one logit.
@@ -63,11 +64,33 @@ class ResizeConv(tf.Module):
 UPSAMPLERS = {"deconv": Deconv, "resize": ResizeConv}  # --g_upsample
 
 
+class LabelAffine(tf.Module):
+    """The labels' share of a conditional batch norm (--g_cond_bn): a batch-normalised map
+    y [B, H, W, C] becomes y * (1 + a(c)) + b(c), a and b linear in the labels c [B, n] in
+    [-1, 1], zero at the start (so G begins as the plain one). The label's signal then
+    reaches every scale of G after its batch statistics are taken, which a batch that
+    shares a condition (all Bald=1) cannot subtract."""
+
+    def __init__(self, n_labels: int, channels: int, name: str | None = None):
+        super().__init__(name=name)
+        self.kernel = tf.Variable(tf.zeros([int(n_labels), 2 * int(channels)]), name="kernel")
+
+    def __call__(self, y, cond):
+        scale, offset = tf.split(tf.matmul(cond, self.kernel), 2, axis=1)
+        return y * (1.0 + scale[:, None, None, :]) + offset[:, None, None, :]
+
+
 class Generator(tf.Module):
-    """concat(z_gen, label inputs) -> images in [-1, 1], [B, size, size, channels]."""
+    """concat(z_gen, label inputs) -> images in [-1, 1], [B, size, size, channels].
+
+    ``n_cond > 0`` (--g_cond_bn): the last ``n_cond`` inputs are the labels, given as
+    logits (``cond_logits``) or as values in [0, 1]; every batch norm gains a LabelAffine
+    of them, read as 2 value - 1.
+    """
 
     def __init__(self, in_dim: int, gf_dim: int, size: int, channels: int, group: int,
-                 rng=None, upsample: str = "deconv"):
+                 rng=None, upsample: str = "deconv", n_cond: int = 0,
+                 cond_logits: bool = True):
         super().__init__(name="generator")
         g = int(gf_dim)
         self.sides = pyramid(size)                  # s, s2, s4, s8, s16
@@ -80,13 +103,29 @@ class Generator(tf.Module):
         self.deconvs = [layer(widths[i], widths[i + 1], rng, bias=i == 3, name=f"h{i + 1}")
                         for i in range(4)]
         self.bns = [BatchNorm(widths[i + 1], group, name=f"bn{i + 1}") for i in range(3)]
+        self.n_cond, self.cond_logits = int(n_cond), bool(cond_logits)
+        self.affines = ([LabelAffine(n_cond, widths[i], name=f"cbn{i}") for i in range(4)]
+                        if self.n_cond else [])
+
+    def conditions(self, z):
+        """The labels among G's inputs, as 2 value - 1 in [-1, 1] (None without n_cond)."""
+        if not self.n_cond:
+            return None
+        tail = z[:, -self.n_cond:]
+        return 2.0 * (tf.sigmoid(tail) if self.cond_logits else tail) - 1.0
+
+    def _norm(self, i, bn, h, cond):
+        h = bn(h)
+        return self.affines[i](h, cond) if cond is not None else h
 
     def __call__(self, z):
         side, ch = self.base
-        h = tf.nn.relu(self.bn0(tf.reshape(self.fc(z), [-1, side, side, ch])))
+        cond = self.conditions(z)
+        h = tf.nn.relu(self._norm(0, self.bn0, tf.reshape(self.fc(z), [-1, side, side, ch]),
+                                  cond))
         for i, deconv in enumerate(self.deconvs):
             h = deconv(h, self.sides[3 - i])
-            h = tf.nn.relu(self.bns[i](h)) if i < 3 else tf.tanh(h)
+            h = tf.nn.relu(self._norm(i + 1, self.bns[i], h, cond)) if i < 3 else tf.tanh(h)
         return h
 
 

@@ -750,3 +750,43 @@ def test_lr_decay_start_falls_linearly_to_zero_at_num_iter():
     assert plain.learning_rate_at(5) == 0.001
     with pytest.raises(UserError, match="--lr_decay_start"):
         cg.CausalGAN(dcgan_config(lr_decay_start=-1), NAMES, 16, seed=3)
+
+
+def test_conditional_batch_norm_keeps_a_shared_label_that_plain_batch_norm_removes():
+    from causal_dcgan.models import Generator
+
+    z = tf.random.stateless_normal([4, 4], seed=[3, 4])
+
+    def inputs(value):  # every row of the batch shares one label vector: logits of value
+        logits = tf.fill([4, 3], float(np.log(value / (1 - value))))
+        return tf.concat([z, logits], axis=1)
+
+    plain = Generator(7, 8, 16, 3, 4, tf.random.Generator.from_seed(5), "resize")
+    cond = Generator(7, 8, 16, 3, 4, tf.random.Generator.from_seed(5), "resize", n_cond=3)
+    # at the start the label terms are zero: the same function as the plain G
+    np.testing.assert_allclose(cond(inputs(0.9)).numpy(), plain(inputs(0.9)).numpy(),
+                               atol=1e-6)
+    # plain: the shared label adds the same to every row before batch norm, which takes
+    # it away again, so the two batches draw the same images
+    np.testing.assert_allclose(plain(inputs(0.9)).numpy(), plain(inputs(0.1)).numpy(),
+                               atol=1e-5)
+    for affine in cond.affines:
+        affine.kernel.assign(tf.random.stateless_normal(affine.kernel.shape, seed=[6, 7]))
+    np.testing.assert_allclose(cond.conditions(inputs(0.9)).numpy(), 0.8, atol=1e-5)
+    assert np.abs(cond(inputs(0.9)).numpy() - cond(inputs(0.1)).numpy()).mean() > 1e-2
+
+
+def test_g_cond_bn_trains_the_label_terms_and_draws():
+    cfg = dcgan_config(g_cond_bn=True, g_upsample="resize", g_ema=0.5, schedule="every_step")
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=14)
+    assert len(model.G.affines) == 4 and len(model.G_ema.affines) == 4
+    assert all(float(tf.reduce_max(tf.abs(a.kernel))) == 0 for a in model.G.affines)
+    images, real, fake, z = batch(16)
+    out = model.make_train_function()((images, real, fake, z))
+    assert np.isfinite(float(out["g_loss"]))
+    assert all(float(tf.reduce_max(tf.abs(a.kernel))) > 0 for a in model.G.affines)
+    drawn = model.generate(fake, z).numpy()
+    assert drawn.shape == (4, 16, 16, 3)
+    plain = cg.CausalGAN(dcgan_config(g_upsample="resize"), NAMES, 16, seed=14)
+    assert not plain.G.affines
+    assert len(model.G.trainable_variables) == len(plain.G.trainable_variables) + 4
