@@ -207,6 +207,12 @@ class CausalGAN(ControllerInputs, tf.Module):
         self.r1_gamma = float(getattr(config, "r1_gamma", 0.0) or 0.0)
         if self.r1_gamma < 0.0:
             raise UserError(f"--r1_gamma {self.r1_gamma}: give a weight >= 0 (0: off).")
+        # --d_norm joint: one call of D on real and generated images, one batch's statistics
+        self.joint_d = str(getattr(config, "d_norm", "batch")) == "joint"
+        if self.joint_d and self.schedule != "every_step":
+            raise UserError("--d_norm joint needs --schedule every_step: the reference "
+                            "schedule's G-only steps have no real batch to share D's "
+                            "statistics with.")
         self.D = Discriminator(d, size, self.channels, group, bool(config.stab_proj),
                                int(config.n_stab_proj), init,
                                minibatch=bool(getattr(config, "minibatch_features", True)),
@@ -372,12 +378,15 @@ class CausalGAN(ControllerInputs, tf.Module):
                                "d_fake": tf.sigmoid(d_fake[0][:n])}}
 
     # -- losses and gradients (one replica's batch)
-    def _g_side(self, values, z_gen, k_t, fake01):
-        """G's forward and its losses from label values (of the labels fake01) and z_gen."""
+    def _g_side(self, values, z_gen, k_t, fake01, g=None, d_fake=None):
+        """G's forward and its losses from label values (of the labels fake01) and z_gen
+        (G's images ``g`` and D's outputs ``d_fake`` of them when the caller has them)."""
         cfg = self.config
         kind = int(cfg.loss_function)
-        g = self.G(self.generator_inputs(values, z_gen))
-        d_fake = self.judge(g, fake01)
+        if g is None:
+            g = self.G(self.generator_inputs(values, z_gen))
+        if d_fake is None:
+            d_fake = self.judge(g, fake01)
         d_fake_logits, features = d_fake[0], d_fake[1]
         labeler_fake = self.read_labels(g, d_fake)
         anti_fake = self.anti_labeler(g)
@@ -399,11 +408,18 @@ class CausalGAN(ControllerInputs, tf.Module):
     def _all_losses_and_grads(self, images, real_labels, fake01, values, z_gen, k_t):
         x = to_unit(images)
         with tf.GradientTape(persistent=True) as tape:
-            g, d_fake_logits, labeler_fake, parts = self._g_side(values, z_gen, k_t, fake01)
-            if self.r1_gamma > 0.0:
-                d_real_out, r1 = self._judge_with_r1(x, real_labels)
+            if self.joint_d:
+                d_real_out, r1, g, d_fake = self._judge_jointly(x, real_labels, values, z_gen,
+                                                                fake01)
+                g, d_fake_logits, labeler_fake, parts = self._g_side(
+                    values, z_gen, k_t, fake01, g, d_fake)
             else:
-                d_real_out = self.judge(x, real_labels)
+                g, d_fake_logits, labeler_fake, parts = self._g_side(values, z_gen, k_t,
+                                                                     fake01)
+                if self.r1_gamma > 0.0:
+                    d_real_out, r1 = self._judge_with_r1(x, real_labels)
+                else:
+                    d_real_out = self.judge(x, real_labels)
             d_loss, d_real, d_fake = d_loss_fn(d_real_out[0], d_fake_logits)
             if self.r1_gamma > 0.0:
                 d_loss = d_loss + r1
@@ -431,6 +447,25 @@ class CausalGAN(ControllerInputs, tf.Module):
         if self.r1_gamma > 0.0:
             metrics["d_loss_r1"] = r1
         return metrics, grads
+
+    def _judge_jointly(self, x, real_labels, values, z_gen, fake01):
+        """--d_norm joint: G's images, then one call of D on the real images x and G's
+        together, so D's batch norms take one set of statistics over both; D's outputs
+        (real part, generated part) and the R1 penalty on the real part (None when off)."""
+        g = self.G(self.generator_inputs(values, z_gen))
+        n = tf.shape(x)[0]
+        labels = tf.concat([tf.cast(real_labels, fake01.dtype), fake01], axis=0)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            both = self.judge(tf.concat([x, g], axis=0), labels)
+            real_logits = both[0][:n]
+        r1 = (r1_penalty(tape.gradient(real_logits, x), self.r1_gamma)
+              if self.r1_gamma > 0.0 else None)
+
+        def part(rows):
+            return tuple(None if t is None else t[rows] for t in both)
+
+        return part(slice(None, n)), r1, g, part(slice(n, None))
 
     def _judge_with_r1(self, x, real_labels):
         """D's outputs on real images x and the R1 penalty (gamma / 2) mean ||dD(x)/dx||^2

@@ -102,11 +102,13 @@ diff_arg.add_argument("--r1_gamma", type=float, default=0.0,
                       help="Adds the R1 penalty (gamma / 2) E||grad_x D(x)||^2 on real images "
                            "to D's loss (Mescheder et al. 2018), which keeps D from winning "
                            "outright; 0: off.")
-diff_arg.add_argument("--d_norm", type=str, default="batch", choices=["batch", "layer", "none"],
+diff_arg.add_argument("--d_norm", type=str, default="batch",
+                      choices=["batch", "joint", "layer", "none"],
                       help="D's normalisation after its 2nd-4th convolutions: batch, batch "
                            "norm over real and generated batches apart (the reference), which "
                            "hides from D whatever every generated image of a batch shares; "
-                           "layer, each image by its own statistics; none.")
+                           "joint, batch norm over one batch of both (needs --schedule "
+                           "every_step); layer, each image by its own statistics; none.")
 diff_arg.add_argument("--minibatch_stddev", type=str2bool, default=False,
                       help="D's last convolution also sees one more channel: how far apart "
                            "the images of the batch are (their features' standard deviation "

@@ -138,7 +138,8 @@ class Discriminator(tf.Module):
     D judge (image, labels) pairs: the logit gains <embed(2 labels - 1), last features>
     (a projection discriminator, Miyato & Koyama 2018), given ``labels`` [B, n] in {0, 1};
     ``norm`` "layer" or "none" replaces the batch norms after h1-h3 (those convs then keep
-    a bias); ``stddev`` gives h3 one more input channel, the batch's spread
+    a bias), "joint" takes their statistics over every row of a call (CausalGAN then calls
+    D once on real and generated images together); ``stddev`` gives h3 one more input channel, the batch's spread
     (ops.minibatch_stddev). All are differences from the reference (--minibatch_features,
     --labeler_shares_D, --projection_D, --d_norm, --minibatch_stddev).
     """
@@ -149,7 +150,8 @@ class Discriminator(tf.Module):
                  norm: str = "batch", stddev: bool = False):
         super().__init__(name="discriminator")
         self.stddev = bool(stddev)
-        Norm, bias = NORMS[norm], norm != "batch"  # without batch norm each conv keeps a bias
+        # without batch norm each conv keeps a bias
+        Norm, bias = NORMS[norm], norm not in ("batch", "joint")
         d, self.group = int(df_dim), int(group)
         self.minibatch = bool(minibatch)
         sides = pyramid(size)

@@ -158,7 +158,9 @@ def group_rows(x, group: int):
 
 
 class BatchNorm(tf.Module):
-    """Batch normalisation with the statistics of each group of ``group`` rows (NHWC)."""
+    """Batch normalisation with the statistics of each group of ``group`` rows (NHWC);
+    ``group`` 0: of every row of the call (--d_norm joint, where D takes real and generated
+    images in one call)."""
 
     def __init__(self, channels: int, group: int, name: str | None = None):
         super().__init__(name=name)
@@ -168,7 +170,7 @@ class BatchNorm(tf.Module):
 
     def __call__(self, x):
         shape = tf.shape(x)
-        if x.shape[0] is not None and x.shape[0] == self.group:
+        if self.group == 0 or (x.shape[0] is not None and x.shape[0] == self.group):
             y, _, _, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=self.gamma, offset=self.beta, mean=tf.zeros([0]),
                 variance=tf.zeros([0]), epsilon=BN_EPSILON, is_training=True)
@@ -203,7 +205,13 @@ class NoNorm(tf.Module):
         return x
 
 
-NORMS = {"batch": BatchNorm, "layer": LayerNorm, "none": NoNorm}  # --d_norm
+def JointBatchNorm(channels: int, group: int = 0, name: str | None = None):
+    """Batch norm over every row of a call (--d_norm joint)."""
+    return BatchNorm(channels, 0, name=name)
+
+
+NORMS = {"batch": BatchNorm, "joint": JointBatchNorm, "layer": LayerNorm,
+         "none": NoNorm}  # --d_norm
 
 
 def minibatch_stddev(x, group: int):

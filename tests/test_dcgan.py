@@ -790,3 +790,35 @@ def test_g_cond_bn_trains_the_label_terms_and_draws():
     plain = cg.CausalGAN(dcgan_config(g_upsample="resize"), NAMES, 16, seed=14)
     assert not plain.G.affines
     assert len(model.G.trainable_variables) == len(plain.G.trainable_variables) + 4
+
+
+def test_joint_d_norm_takes_one_set_of_statistics_over_real_and_generated_images():
+    images, real, fake, z = batch(16)
+    cfg = dcgan_config(d_norm="joint", schedule="every_step", minibatch_features=False,
+                       projection_D=True, label_type="discrete", r1_gamma=1.0)
+    model = cg.CausalGAN(cfg, NAMES, 16, seed=15)
+    plain = cg.CausalGAN(dcgan_config(schedule="every_step", minibatch_features=False,
+                                      projection_D=True, label_type="discrete", r1_gamma=1.0),
+                         NAMES, 16, seed=15)
+    # the same weights (batch norm's convs have no bias either way)
+    assert len(model.D.variables) == len(plain.D.variables)
+    for a, b in zip(model.D.variables, plain.D.variables, strict=True):
+        a.assign(b)
+    x = tf.constant(cg.to_unit(images))
+    fake01, values, zz = model._inputs(4, fake, z)
+    real_part, r1, g, fake_part = model._judge_jointly(x, tf.constant(real), values, zz, fake01)
+    # by hand: the plain D's batch norms given both halves as one group of 8 rows
+    for bn in (plain.D.bn1, plain.D.bn2, plain.D.bn3):
+        bn.group = 8
+    both = plain.D(tf.concat([x, g], axis=0), tf.concat([tf.constant(real), fake01], axis=0))
+    np.testing.assert_allclose(real_part[0].numpy(), both[0][:4].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fake_part[0].numpy(), both[0][4:].numpy(), rtol=1e-4, atol=1e-5)
+    assert float(r1) > 0
+    # real images' logits now depend on the generated half of the call
+    other, _, _, _ = model._judge_jointly(x, tf.constant(real), values, zz * 0.0, fake01)
+    assert np.abs(other[0].numpy() - real_part[0].numpy()).max() > 1e-4
+    out = model.make_train_function()((images, real, fake, z))
+    assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
+    assert np.isfinite(float(out["d_loss_r1"]))
+    with pytest.raises(UserError, match="every_step"):
+        cg.CausalGAN(dcgan_config(d_norm="joint"), NAMES, 16, seed=15)
