@@ -187,11 +187,30 @@ def resolve_run_dir(load_path):
 
 
 def copy_code(model_dir):
-    """Copy the project's Python sources into <model_dir>/code, keeping the layout."""
+    """Copy the project's Python sources into <model_dir>/code, keeping the layout.
+
+    Run folders are left out wherever they are (a --log_dir inside the project other than
+    logs/ holds runs whose code/ copies would otherwise be copied again, run after run),
+    and the sources are listed before anything is written."""
     target = Path(model_dir) / "code"
-    for source in PROJECT_ROOT.rglob("*.py"):
+    skip_run = Path(model_dir).resolve()
+    run_folders: dict[Path, bool] = {}
+
+    def in_run_folder(relative: Path) -> bool:
+        for i in range(1, len(relative.parts)):
+            folder = PROJECT_ROOT.joinpath(*relative.parts[:i])
+            if folder not in run_folders:
+                run_folders[folder] = (folder.resolve() == skip_run
+                                       or (folder / "params.json").is_file())
+            if run_folders[folder]:
+                return True
+        return False
+
+    for source in sorted(PROJECT_ROOT.rglob("*.py")):
         relative = source.relative_to(PROJECT_ROOT)
         if any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts[:-1]):
+            continue
+        if in_run_folder(relative):
             continue
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target / relative)

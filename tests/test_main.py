@@ -286,3 +286,27 @@ def test_a_new_run_starts_from_a_saved_runs_params(tmp_path, fake_trainer):
     (tmp_path / "lonely" / "params.json").write_text("{}")
     with pytest.raises(UserError, match="cc_params.json is missing"):
         main.parse_flags([f"@{tmp_path / 'lonely' / 'params.json'}"])
+
+
+def test_code_copy_leaves_out_run_folders_under_a_log_dir_inside_the_project(tmp_path,
+                                                                              monkeypatch):
+    import utils
+
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "main.py").write_text("# main\n")
+    (project / "pkg" / "mod.py").write_text("# mod\n")
+    old_run = project / "myruns" / "toyfaces_old"        # a run of an earlier --log_dir
+    (old_run / "code").mkdir(parents=True)
+    (old_run / "params.json").write_text("{}")
+    (old_run / "code" / "main.py").write_text("# old copy\n")
+    (project / "myruns" / "helper.py").write_text("# not in a run folder\n")
+    monkeypatch.setattr(utils, "PROJECT_ROOT", project)
+    for name in ("toyfaces_new", "toyfaces_newer"):   # the second would copy the first
+        run = project / "myruns" / name
+        run.mkdir()
+        utils.copy_code(run)
+        (run / "params.json").write_text("{}")
+        copied = sorted(p.relative_to(run / "code").as_posix()
+                        for p in (run / "code").rglob("*.py"))
+        assert copied == ["main.py", "myruns/helper.py", "pkg/mod.py"], copied
