@@ -219,7 +219,11 @@ class CausalGAN(ControllerInputs, tf.Module):
                                n_labels=self.n_labels if self.shared_labeler else 0,
                                n_projection=self.n_labels if self.projection else 0,
                                norm=str(getattr(config, "d_norm", "batch")),
-                               stddev=bool(getattr(config, "minibatch_stddev", False)))
+                               stddev=bool(getattr(config, "minibatch_stddev", False)),
+                               pairs=bool(getattr(config, "projection_pairs", False)))
+        if getattr(config, "projection_pairs", False) and not self.projection:
+            raise UserError("--projection_pairs True needs --projection_D True: the pairs "
+                            "are part of D's projection of the labels.")
         # --labeler_shares_D: the labeler is D's label head (D's optimizer trains it)
         self.labeler = (None if self.shared_labeler else
                         ConvStack(d, size, self.channels, self.n_labels, group, init,

@@ -81,6 +81,10 @@ diff_arg.add_argument("--projection_D", type=str2bool, default=False,
                       help="The discriminator judges (image, labels) pairs: a projection "
                            "term <embed(labels), features> is added to its logit; real "
                            "images come with their labels, G's with the labels drawn.")
+diff_arg.add_argument("--projection_pairs", type=str2bool, default=False,
+                      help="With --projection_D: D's projection also embeds the product of "
+                           "every two labels' signs, so it can judge a combination of values "
+                           "(a bald woman) apart from the sum of its parts.")
 diff_arg.add_argument("--g_ema", type=float, default=0.0,
                       help="Images drawn for figures, summaries and generate() come from an "
                            "exponential moving average of G's weights, updated each iteration "

@@ -137,6 +137,8 @@ class Discriminator(tf.Module):
     label head beside the logit (ACGAN's auxiliary classifier); ``n_projection > 0`` makes
     D judge (image, labels) pairs: the logit gains <embed(2 labels - 1), last features>
     (a projection discriminator, Miyato & Koyama 2018), given ``labels`` [B, n] in {0, 1};
+    ``pairs`` adds the products of every two labels' signs to what is embedded, so D can
+    judge a combination (bald and a woman) apart from its two parts;
     ``norm`` "layer" or "none" replaces the batch norms after h1-h3 (those convs then keep
     a bias), "joint" takes their statistics over every row of a call (CausalGAN then calls
     D once on real and generated images together); ``stddev`` gives h3 one more input channel, the batch's spread
@@ -147,8 +149,13 @@ class Discriminator(tf.Module):
     def __init__(self, df_dim: int, size: int, channels: int, group: int,
                  stab_proj: bool = False, n_stab_proj: int = 256, rng=None,
                  minibatch: bool = True, n_labels: int = 0, n_projection: int = 0,
-                 norm: str = "batch", stddev: bool = False):
+                 norm: str = "batch", stddev: bool = False, pairs: bool = False):
         super().__init__(name="discriminator")
+        self.pairs = bool(pairs) and n_projection > 1
+        if self.pairs:  # every product of two labels' signs joins the projection's input
+            n = int(n_projection)
+            self.pair_index = [(i, j) for i in range(n) for j in range(i + 1, n)]
+            n_projection = n + len(self.pair_index)
         self.stddev = bool(stddev)
         # without batch norm each conv keeps a bias
         Norm, bias = NORMS[norm], norm not in ("batch", "joint")
@@ -201,6 +208,10 @@ class Discriminator(tf.Module):
         logit = self.out(flat)
         if self.embed is not None and labels is not None:  # no labels: D's plain logit
             signs = 2.0 * tf.cast(labels, flat.dtype) - 1.0
+            if self.pairs:
+                first, second = zip(*self.pair_index, strict=True)
+                signs = tf.concat([signs, tf.gather(signs, list(first), axis=1)
+                                   * tf.gather(signs, list(second), axis=1)], axis=1)
             logit += tf.reduce_sum(self.embed(signs) * flat, axis=1, keepdims=True)
         head = self.label_head(flat) if self.label_head is not None else None
         return logit, h1, head

@@ -822,3 +822,40 @@ def test_joint_d_norm_takes_one_set_of_statistics_over_real_and_generated_images
     assert np.isfinite(float(out["d_loss_r1"]))
     with pytest.raises(UserError, match="every_step"):
         cg.CausalGAN(dcgan_config(d_norm="joint"), NAMES, 16, seed=15)
+
+
+def test_projection_pairs_embeds_the_product_of_every_two_labels_signs():
+    from causal_dcgan.models import Discriminator
+
+    x = tf.constant(cg.to_unit(batch(16)[0]))
+    d = Discriminator(4, 16, 3, 4, rng=tf.random.Generator.from_seed(2), minibatch=False,
+                      n_projection=3, pairs=True)
+    assert d.pair_index == [(0, 1), (0, 2), (1, 2)] and d.embed.w.shape[0] == 6
+    labels = tf.constant([[1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 1, 0]], tf.float32)
+    plain_logit = d(x)[0]                      # without labels: the plain logit
+    logit = d(x, labels)[0]
+    # by hand: signs and their pair products, embedded, dotted with D's last features
+    s = 2 * labels.numpy() - 1
+    inputs = np.concatenate([s, s[:, [0]] * s[:, [1]], s[:, [0]] * s[:, [2]],
+                             s[:, [1]] * s[:, [2]]], axis=1)
+    kernel = d.embed.w.numpy()
+    last = _last_features(d, x)
+    by_hand = plain_logit.numpy()[:, 0] + np.sum((inputs @ kernel) * last, axis=1)
+    np.testing.assert_allclose(logit.numpy()[:, 0], by_hand, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UserError, match="--projection_D"):
+        cg.CausalGAN(dcgan_config(projection_pairs=True), NAMES, 16, seed=3)
+    model = cg.CausalGAN(dcgan_config(projection_D=True, projection_pairs=True,
+                                      schedule="every_step", minibatch_features=False,
+                                      label_type="discrete"), NAMES, 16, seed=3)
+    images, real, fake, z = batch(16)
+    assert np.isfinite(float(model.make_train_function()((images, real, fake, z))["d_loss"]))
+
+
+def _last_features(d, x):
+    """D's flattened last-layer features (what the projection is dotted with)."""
+    from nets import lrelu
+    h = lrelu(d.h0(x))
+    h = lrelu(d.bn1(d.h1(h)))
+    h = lrelu(d.bn2(d.h2(h)))
+    h = lrelu(d.bn3(d.h3(h)))
+    return tf.reshape(h, [h.shape[0], -1]).numpy()
