@@ -213,18 +213,20 @@ class ControllerInputs:
     # --rare_pair_rate [n_labels, 2, n_labels, 2] (data_loader.rare_pair_weights)
     label_weights = None
 
-    def draw_fake_labels(self, batch_size):
+    def draw_fake_labels(self, batch_size, rng=None):
         """Labels from the frozen controller, prepared. With ``label_weights`` set
         (--rare_label_rate), ``RESAMPLE_POOL`` (pairs: ``PAIR_RESAMPLE_POOL``) times as many
         are drawn and ``batch_size`` of them picked with probability proportional to their ``row_repeats``: the
-        weighting the real images' epochs get, so D sees the same label mix on both sides."""
+        weighting the real images' epochs get, so D sees the same label mix on both sides.
+        ``rng``: another tf.random.Generator than the model's own."""
+        rng = self.rng if rng is None else rng
         if self.label_weights is None:
             return self.prepare_labels(
-                draw_controller_labels(self.controller, self.rng, batch_size))
+                draw_controller_labels(self.controller, rng, batch_size))
         per_row = PAIR_RESAMPLE_POOL if self.label_weights.shape.rank == 4 else RESAMPLE_POOL
         pool = self.prepare_labels(draw_controller_labels(
-            self.controller, self.rng, per_row * batch_size))
+            self.controller, rng, per_row * batch_size))
         log_w = tf.math.log(row_repeats(pool, self.label_weights))
-        seed = self.rng.make_seeds(1)[:, 0]
+        seed = rng.make_seeds(1)[:, 0]
         picks = tf.random.stateless_categorical(log_w[None, :], batch_size, seed)[0]
         return tf.gather(pool, picks)

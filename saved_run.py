@@ -144,6 +144,7 @@ class SavedRun:
                                     controller=self.cc, data_format="channels_last",
                                     seed=seed + 11)
         self._restore()
+        self._weigh_rare_labels()
 
     def _restore(self) -> None:
         parts = {"controller": self.cc}
@@ -163,6 +164,31 @@ class SavedRun:
                 "checkpoint files so that the previous one is used, or open another run."
             ) from None
         log.info("opened %s at %s", self.model_dir, self.checkpoint)
+
+    def _weigh_rare_labels(self) -> None:
+        """--rare_label_rate / --rare_pair_rate: the model's label weights as in training
+        (the label mix of G's training batches, which --draw_bn_batches' statistics are
+        taken over): from the data set's attribute table, as the Trainer does, or, when
+        the data are not on this machine, from 20,000 of the controller's labels."""
+        rate = float(getattr(self.config, "rare_label_rate", 0.0) or 0.0)
+        pair_rate = float(getattr(self.config, "rare_pair_rate", 0.0) or 0.0)
+        if self.model is None or rate <= 0.0:
+            return
+        import data_loader
+        from nets import draw_controller_labels
+
+        attr = self.attr
+        table = (attr[self.label_names].to_numpy(np.float32)
+                 if attr is not None and set(self.label_names) <= set(attr.columns) else None)
+        if table is None:
+            log.info("%s: no attribute table here; the rare-label weights come from the "
+                     "controller's labels", self.model_dir)
+            rng = tf.random.Generator.from_seed(int(self.config.seed or 0))
+            table = np.round(draw_controller_labels(self.cc, rng, 20000).numpy())
+        weights = (data_loader.rare_pair_weights(table, rate, pair_rate) if pair_rate
+                   else data_loader.rare_label_weights(table, rate))
+        if not np.all(weights == 1.0):
+            self.model.label_weights = tf.constant(weights, tf.float32)
 
     # -- steps
     @property

@@ -24,6 +24,7 @@ import math
 
 import tensorflow as tf
 
+from causal_dcgan import d_augment
 from causal_dcgan.models import ConvStack, Discriminator, Generator, pyramid
 from errors import UserError
 from nets import (
@@ -195,6 +196,8 @@ class CausalGAN(ControllerInputs, tf.Module):
             for average, weight in zip(self.G_ema.variables, self.G.variables, strict=True):
                 average.assign(weight)
         self.set_draw_rows(getattr(config, "draw_rows", 0))
+        self._draw_stats = None
+        self.set_draw_bn_batches(getattr(config, "draw_bn_batches", 0))
         self.lr_decay_start = int(getattr(config, "lr_decay_start", 0) or 0)
         if self.lr_decay_start < 0:
             raise UserError(f"--lr_decay_start {self.lr_decay_start}: give an iteration >= 0 "
@@ -205,6 +208,11 @@ class CausalGAN(ControllerInputs, tf.Module):
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
         self.projection = bool(getattr(config, "projection_D", False))
         self.r1_gamma = float(getattr(config, "r1_gamma", 0.0) or 0.0)
+        # --d_augment: D judges real and generated images alike changed (training only)
+        self.d_augment = d_augment.parse_policy(getattr(config, "d_augment", ""))
+        self.d_augment_p = float(getattr(config, "d_augment_p", 1.0))
+        if not 0.0 < self.d_augment_p <= 1.0:
+            raise UserError(f"--d_augment_p {self.d_augment_p}: give a probability in (0, 1].")
         if self.r1_gamma < 0.0:
             raise UserError(f"--r1_gamma {self.r1_gamma}: give a weight >= 0 (0: off).")
         # --d_norm joint: one call of D on real and generated images, one batch's statistics
@@ -269,6 +277,47 @@ class CausalGAN(ControllerInputs, tf.Module):
                             f"--batch_size ({self.batch_size}).")
         self.draw_rows = rows or self.batch_size
 
+    def set_draw_bn_batches(self, batches) -> None:
+        """--draw_bn_batches: drawn images take G's batch-norm statistics averaged over
+        this many batches of the controller's labels (0: each drawn batch's own)."""
+        batches = int(batches or 0)
+        if batches < 0:
+            raise UserError(f"--draw_bn_batches {batches}: give a number of batches >= 0 "
+                            "(0: off).")
+        self.draw_bn_batches = batches
+        if batches and self._draw_stats is None:
+            G = self.G_ema if self.G_ema is not None else self.G
+            self._draw_stats = _DrawStatistics([bn.gamma.shape[0] for bn in G.batch_norms()])
+
+    def population_statistics(self):
+        """G's (mean, variance) per batch norm over --draw_bn_batches batches of
+        --batch_size rows: the controller's labels and z_gen from a fixed seed, each batch's
+        statistics as in training, averaged. Measured again only when the step has moved
+        since (the weights change only with the step), so drawing many batches costs one
+        measurement; the same weights give the same statistics in every process."""
+        state = self._draw_stats
+        G = self.G_ema if self.G_ema is not None else self.G
+
+        def measure():
+            state.rng.reset_from_seed(DRAW_STATS_SEED)
+            n = self.draw_bn_batches * self.batch_size
+            labels = self.draw_fake_labels(n, rng=state.rng)
+            values = label_values(labels)
+            if self.continuous:  # the label noise of training, from this stream
+                u = state.rng.uniform([2, n, 1])
+                values = label_values(labels, truncated_exponential(u[0], *NOISE_TOWARD_MIDDLE),
+                                      truncated_exponential(u[1], *NOISE_TOWARD_TAILS))
+            z = state.rng.uniform([n, self.z_dim], -1.0, 1.0)
+            moments = []
+            G(self.generator_inputs(values, z), moments=moments)
+            writes = [v.assign(m) for pair, values in zip(moments, state.values, strict=True)
+                      for m, v in zip(pair, values, strict=True)]
+            with tf.control_dependencies(writes):
+                return state.step.assign(self.step)
+
+        tf.cond(tf.not_equal(state.step, self.step), measure, lambda: tf.identity(state.step))
+        return [(mean.read_value(), var.read_value()) for mean, var in state.values]
+
     # -- what the Trainer shows and summarises
     progress_keys = {"d": "d_loss", "g": "g_loss", "k_t": "k_t"}
     nonfinite_names = NONFINITE_NAMES
@@ -301,6 +350,12 @@ class CausalGAN(ControllerInputs, tf.Module):
         """D's outputs for images x in [-1, 1] (with --projection_D, of the pairs of x and
         their labels in {0, 1})."""
         return self.D(x, labels01 if self.projection else None)
+
+    def judge_in_training(self, x, labels01):
+        """``judge`` of x changed by --d_augment (each call its own random changes)."""
+        if self.d_augment:
+            x = d_augment.augment(x, self.d_augment, self.rng, self.d_augment_p)
+        return self.judge(x, labels01)
 
     def read_labels(self, x, d_out=None):
         """The labeler's logits for images x in [-1, 1] (from D's outputs ``d_out`` of x
@@ -344,13 +399,16 @@ class CausalGAN(ControllerInputs, tf.Module):
         """G's images in [-1, 1] for the rows padded to a multiple of batch_size (with
         --draw_rows k, or ``rows``: of k, each group of k rows then completed to a batch by
         the fixed individuals, whose images are dropped again)."""
+        G = self.G_ema if self.G_ema is not None else self.G
+        if rows is None and self.draw_bn_batches:  # each row alone, no padding
+            return G(self.generator_inputs(label_values(labels01), tf.cast(z_gen, tf.float32)),
+                     stats=self.population_statistics())
         k = int(rows or self.draw_rows)
         n = tf.shape(labels01)[0]
         pad = (-n) % k
         fixed = self._padding_values(self.batch_size)  # the fixed individuals, drawn once
         values = tf.concat([label_values(labels01), fixed[:pad]], axis=0)
         z_all = tf.concat([tf.cast(z_gen, tf.float32), self.pad_z[:pad]], axis=0)
-        G = self.G_ema if self.G_ema is not None else self.G
         if k == self.batch_size:
             return G(self.generator_inputs(values, z_all))
         groups = tf.shape(values)[0] // k
@@ -390,9 +448,9 @@ class CausalGAN(ControllerInputs, tf.Module):
         if g is None:
             g = self.G(self.generator_inputs(values, z_gen))
         if d_fake is None:
-            d_fake = self.judge(g, fake01)
+            d_fake = self.judge_in_training(g, fake01)
         d_fake_logits, features = d_fake[0], d_fake[1]
-        labeler_fake = self.read_labels(g, d_fake)
+        labeler_fake = self.read_labels(g, None if self.d_augment else d_fake)
         anti_fake = self.anti_labeler(g)
         on_z = z_loss(z_gen, tf.tanh(self.z_estimator(features)))
         parts = {"g_lossGAN": gan_loss(kind, d_fake_logits),
@@ -423,11 +481,11 @@ class CausalGAN(ControllerInputs, tf.Module):
                 if self.r1_gamma > 0.0:
                     d_real_out, r1 = self._judge_with_r1(x, real_labels)
                 else:
-                    d_real_out = self.judge(x, real_labels)
+                    d_real_out = self.judge_in_training(x, real_labels)
             d_loss, d_real, d_fake = d_loss_fn(d_real_out[0], d_fake_logits)
             if self.r1_gamma > 0.0:
                 d_loss = d_loss + r1
-            labeler_real = self.read_labels(x, d_real_out)
+            labeler_real = self.read_labels(x, None if self.d_augment else d_real_out)
             labeler_loss = tf.reduce_mean(sxe(labeler_real, real_labels))
             labeler_total = labeler_loss
             if self.labeler_on_fakes:  # ACGAN: G's images read as the labels asked for
@@ -459,9 +517,14 @@ class CausalGAN(ControllerInputs, tf.Module):
         g = self.G(self.generator_inputs(values, z_gen))
         n = tf.shape(x)[0]
         labels = tf.concat([tf.cast(real_labels, fake01.dtype), fake01], axis=0)
+        if self.d_augment:
+            x = d_augment.augment(x, self.d_augment, self.rng, self.d_augment_p)
+            g_seen = d_augment.augment(g, self.d_augment, self.rng, self.d_augment_p)
+        else:
+            g_seen = g
         with tf.GradientTape() as tape:
             tape.watch(x)
-            both = self.judge(tf.concat([x, g], axis=0), labels)
+            both = self.judge(tf.concat([x, g_seen], axis=0), labels)
             real_logits = both[0][:n]
         r1 = (r1_penalty(tape.gradient(real_logits, x), self.r1_gamma)
               if self.r1_gamma > 0.0 else None)
@@ -473,7 +536,10 @@ class CausalGAN(ControllerInputs, tf.Module):
 
     def _judge_with_r1(self, x, real_labels):
         """D's outputs on real images x and the R1 penalty (gamma / 2) mean ||dD(x)/dx||^2
-        of its logit (recorded by the caller's tape, so D's update includes its gradient)."""
+        of its logit (recorded by the caller's tape, so D's update includes its gradient);
+        with --d_augment, x changed as D sees it and the slope at what D sees."""
+        if self.d_augment:
+            x = d_augment.augment(x, self.d_augment, self.rng, self.d_augment_p)
         with tf.GradientTape() as tape:
             tape.watch(x)
             out = self.judge(x, real_labels)
@@ -678,6 +744,21 @@ class CausalGAN(ControllerInputs, tf.Module):
 
         train.functions = functions
         return train
+
+
+DRAW_STATS_SEED = 20171  # --draw_bn_batches: the labels and z_gen its statistics come from
+
+
+class _DrawStatistics:
+    """--draw_bn_batches' state, outside the model's checkpoint (measured again after a
+    restore): per batch norm of G a (mean, variance) pair of variables, the step they were
+    measured at (-1: never) and the random stream of their inputs."""
+
+    def __init__(self, channels):
+        self.values = [(tf.Variable(tf.zeros([c]), trainable=False),
+                        tf.Variable(tf.ones([c]), trainable=False)) for c in channels]
+        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.rng = tf.random.Generator.from_seed(DRAW_STATS_SEED)
 
 
 def _rows(x):

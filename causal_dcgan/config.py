@@ -107,18 +107,37 @@ diff_arg.add_argument("--r1_gamma", type=float, default=0.0,
                            "to D's loss (Mescheder et al. 2018), which keeps D from winning "
                            "outright; 0: off.")
 diff_arg.add_argument("--d_norm", type=str, default="batch",
-                      choices=["batch", "joint", "layer", "none"],
+                      choices=["batch", "joint", "layer", "none", "spectral"],
                       help="D's normalisation after its 2nd-4th convolutions: batch, batch "
                            "norm over real and generated batches apart (the reference), which "
                            "hides from D whatever every generated image of a batch shares; "
                            "joint, batch norm over one batch of both (needs --schedule "
-                           "every_step); layer, each image by its own statistics; none.")
+                           "every_step); layer, each image by its own statistics; none; "
+                           "spectral, none, and every weight of D divided by its largest "
+                           "singular value (Miyato et al. 2018).")
 diff_arg.add_argument("--minibatch_stddev", type=str2bool, default=False,
                       help="D's last convolution also sees one more channel: how far apart "
                            "the images of the batch are (their features' standard deviation "
                            "over the batch, averaged), so a G that draws too few kinds of "
                            "image is told apart (Karras et al. 2018); a cheap stand-in for "
                            "--minibatch_features.")
+diff_arg.add_argument("--draw_bn_batches", type=int, default=0,
+                      help="Images drawn (figures, the report, generate()) are normalised in "
+                           "G's batch norms with statistics averaged over this many batches "
+                           "of the controller's labels (measured again whenever the weights "
+                           "have changed), not with the statistics of the batch being drawn, "
+                           "so each image depends on its own row alone whatever else is drawn "
+                           "beside it (a batch all Bald=1); overrides --draw_rows; 0: off (the "
+                           "reference).")
+diff_arg.add_argument("--d_augment", type=str, default="",
+                      help="D sees real and generated images alike changed at random, and G "
+                           "learns through the changes (DiffAugment, Zhao et al. 2020): a "
+                           "comma-separated list of translation (up to 1/8 of the side, "
+                           "reflected borders), cutout (a square of half the side set to "
+                           "grey), color (brightness, saturation, contrast); empty: off.")
+diff_arg.add_argument("--d_augment_p", type=float, default=1.0,
+                      help="With --d_augment: the share of images (real and generated alike) "
+                           "that D sees changed; the rest it sees as they are (1: all).")
 diff_arg.add_argument("--lr_decay_start", type=int, default=0,
                       help="From this iteration on, every network's learning rate falls "
                            "linearly from --learning_rate to 0 at --num_iter; 0: constant (the "

@@ -25,6 +25,8 @@ from causal_dcgan.ops import (
     BatchNorm,
     Conv,
     Deconv,
+    SNConv,
+    SNDense,
     minibatch_similarity,
     minibatch_stddev,
     out_size,
@@ -114,19 +116,32 @@ class Generator(tf.Module):
         tail = z[:, -self.n_cond:]
         return 2.0 * (tf.sigmoid(tail) if self.cond_logits else tail) - 1.0
 
-    def _norm(self, i, bn, h, cond):
-        h = bn(h)
+    def _norm(self, i, bn, h, cond, stats=None, moments=None):
+        if moments is not None:
+            moments.append(bn.group_moments(h))
+        h = bn(h) if stats is None else bn.normalize(h, *stats[i])
         return self.affines[i](h, cond) if cond is not None else h
 
-    def __call__(self, z):
+    def __call__(self, z, stats=None, moments=None):
+        """Images for G's inputs z; ``stats``: a (mean, variance) per batch norm, in
+        order, to normalise with instead of the batch's own (--draw_bn_batches), so each
+        row's image depends on that row alone; ``moments``: a list that receives each
+        batch norm's batch statistics (BatchNorm.group_moments)."""
         side, ch = self.base
         cond = self.conditions(z)
         h = tf.nn.relu(self._norm(0, self.bn0, tf.reshape(self.fc(z), [-1, side, side, ch]),
-                                  cond))
+                                  cond, stats, moments))
         for i, deconv in enumerate(self.deconvs):
             h = deconv(h, self.sides[3 - i])
-            h = tf.nn.relu(self._norm(i + 1, self.bns[i], h, cond)) if i < 3 else tf.tanh(h)
+            if i < 3:
+                h = tf.nn.relu(self._norm(i + 1, self.bns[i], h, cond, stats, moments))
+            else:
+                h = tf.tanh(h)
         return h
+
+    def batch_norms(self):
+        """G's batch norms in the order of ``stats``."""
+        return [self.bn0, *self.bns]
 
 
 class Discriminator(tf.Module):
@@ -157,32 +172,35 @@ class Discriminator(tf.Module):
             self.pair_index = [(i, j) for i in range(n) for j in range(i + 1, n)]
             n_projection = n + len(self.pair_index)
         self.stddev = bool(stddev)
-        # without batch norm each conv keeps a bias
+        # without batch norm each conv keeps a bias; spectral: every weight of D's path
+        # (not the minibatch features') divided by its largest singular value
         Norm, bias = NORMS[norm], norm not in ("batch", "joint")
+        spectral = norm == "spectral"
+        conv, dense = (SNConv, SNDense) if spectral else (Conv, Dense)
         d, self.group = int(df_dim), int(group)
         self.minibatch = bool(minibatch)
         sides = pyramid(size)
         self.stab_proj = bool(stab_proj)
         first = int(n_stab_proj) if stab_proj else d
         # with stab_proj the first layer is a fixed random projection, never trained
-        self.h0 = Conv(channels, first, rng, trainable=not stab_proj,
-                       name="stab_proj" if stab_proj else "h0")
-        self.h1 = Conv(first, 2 * d, rng, bias=bias, name="h1")
+        self.h0 = (Conv if stab_proj else conv)(channels, first, rng, trainable=not stab_proj,
+                                                name="stab_proj" if stab_proj else "h0")
+        self.h1 = conv(first, 2 * d, rng, bias=bias, name="h1")
         self.bn1 = Norm(2 * d, group, name="bn1")
         if self.minibatch:
             self.mb0 = Conv(2 * d, d, rng, name="mb0")
             self.mb1 = Conv(d, d, rng, name="mb1")
             self.mb_lin = Dense(sides[4] ** 2 * d, MB_KERNELS * MB_DIMS, stddev=0.02,
                                 rng=rng, name="mb_lin")
-        self.h2 = Conv(2 * d + (MB_KERNELS if self.minibatch else 0), 4 * d, rng, bias=bias,
+        self.h2 = conv(2 * d + (MB_KERNELS if self.minibatch else 0), 4 * d, rng, bias=bias,
                        name="h2")
         self.bn2 = Norm(4 * d, group, name="bn2")
-        self.h3 = Conv(4 * d + int(self.stddev), 8 * d, rng, bias=bias, name="h3")
+        self.h3 = conv(4 * d + int(self.stddev), 8 * d, rng, bias=bias, name="h3")
         self.bn3 = Norm(8 * d, group, name="bn3")
-        self.out = Dense(sides[4] ** 2 * 8 * d, 1, stddev=0.02, rng=rng, name="h4_lin")
-        self.label_head = (Dense(sides[4] ** 2 * 8 * d, int(n_labels), stddev=0.02, rng=rng,
+        self.out = dense(sides[4] ** 2 * 8 * d, 1, stddev=0.02, rng=rng, name="h4_lin")
+        self.label_head = (dense(sides[4] ** 2 * 8 * d, int(n_labels), stddev=0.02, rng=rng,
                                  name="label_lin") if n_labels else None)
-        self.embed = (Dense(int(n_projection), sides[4] ** 2 * 8 * d, stddev=0.02, rng=rng,
+        self.embed = (dense(int(n_projection), sides[4] ** 2 * 8 * d, stddev=0.02, rng=rng,
                             bias=False, name="label_embed") if n_projection else None)
 
     def minibatch_features(self, h1):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from nets import normal
+from nets import Dense, normal
 
 WEIGHT_STDDEV = 0.02  # every conv, transposed conv and linear layer (the DCGAN recipe)
 BN_EPSILON = 1e-5
@@ -180,6 +180,17 @@ class BatchNorm(tf.Module):
         y = (g - mean) * (tf.math.rsqrt(var + BN_EPSILON) * self.gamma) + self.beta
         return tf.reshape(y, shape)
 
+    def group_moments(self, x):
+        """(mean, variance) [C] of x's channels: each group's batch statistics (what
+        ``__call__`` normalises with), averaged over the groups."""
+        g = group_rows(x, self.group) if self.group else x[None]
+        mean, var = tf.nn.moments(g, axes=[1, 2, 3])
+        return tf.reduce_mean(mean, axis=0), tf.reduce_mean(var, axis=0)
+
+    def normalize(self, x, mean, var):
+        """x normalised with the given statistics [C] instead of its batch's."""
+        return (x - mean) * (tf.math.rsqrt(var + BN_EPSILON) * self.gamma) + self.beta
+
 
 class LayerNorm(tf.Module):
     """Normalisation of each image's map by its own mean and variance over (H, W, C), with
@@ -211,7 +222,61 @@ def JointBatchNorm(channels: int, group: int = 0, name: str | None = None):
 
 
 NORMS = {"batch": BatchNorm, "joint": JointBatchNorm, "layer": LayerNorm,
-         "none": NoNorm}  # --d_norm
+         "none": NoNorm, "spectral": NoNorm}  # --d_norm (spectral: see SpectralNorm)
+
+
+class SpectralNorm(tf.Module):
+    """A weight divided by its largest singular value (Miyato et al. 2018; --d_norm
+    spectral): ``sn(w)`` reshapes w to [-1, out], takes one power-iteration step from the
+    stored estimate ``u`` of its top singular vector on the output side, stores the new
+    one and returns w / sigma. The estimate gets no gradient; each call refines it, so after a
+    few training steps sigma is the true largest singular value (to within a step of the
+    weight's change)."""
+
+    def __init__(self, out_dim: int, name: str | None = None):
+        super().__init__(name=name)
+        init = tf.math.l2_normalize(tf.ones([1, int(out_dim)]), axis=1)
+        self.u = tf.Variable(init, trainable=False, name="u",
+                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def sigma(self, w):
+        """The estimate of w's largest singular value after one more power step (stored)."""
+        mat = tf.reshape(w, [-1, w.shape[-1]])
+        u = tf.stop_gradient(self.u)
+        v = tf.math.l2_normalize(tf.matmul(u, mat, transpose_b=True), axis=1)   # [1, in]
+        u = tf.math.l2_normalize(tf.matmul(v, mat), axis=1)                     # [1, out]
+        self.u.assign(tf.stop_gradient(u))
+        v, u = tf.stop_gradient(v), tf.stop_gradient(u)
+        return tf.reduce_sum(tf.matmul(v, mat) * u)
+
+    def __call__(self, w):
+        return w / self.sigma(w)
+
+
+class SNConv(Conv):
+    """Conv whose kernel is spectrally normalised at every call."""
+
+    def __init__(self, in_ch: int, out_ch: int, rng=None, trainable: bool = True,
+                 bias: bool = True, name: str | None = None):
+        super().__init__(in_ch, out_ch, rng, trainable, bias, name)
+        self.sn = SpectralNorm(out_ch, name="sn")
+
+    def __call__(self, x):
+        y = tf.nn.conv2d(x, self.sn(self.kernel), STRIDE, "SAME")
+        return tf.nn.bias_add(y, self.bias) if self.bias is not None else y
+
+
+class SNDense(Dense):
+    """Dense whose weight is spectrally normalised at every call."""
+
+    def __init__(self, in_dim: int, out_dim: int, stddev: float | None = None, rng=None,
+                 bias: bool = True, name: str | None = None):
+        super().__init__(in_dim, out_dim, stddev, rng, bias, name)
+        self.sn = SpectralNorm(out_dim, name="sn")
+
+    def __call__(self, x):
+        y = tf.matmul(x, self.sn(self.w))
+        return y + self.b if self.b is not None else y
 
 
 def minibatch_stddev(x, group: int):

@@ -543,6 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--draw_rows", type=int, default=None,
                         help="CausalGAN only: draw the images with this --draw_rows instead "
                         "of the run's own (0: every row of a batch, as the reference).")
+    parser.add_argument("--draw_bn_batches", type=int, default=None,
+                        help="CausalGAN only: draw the images with this --draw_bn_batches "
+                        "instead of the run's own (G's batch norms take statistics averaged "
+                        "over that many batches of the controller's labels; 0: off).")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     return parser
 
@@ -561,11 +565,14 @@ def main(argv=None) -> int:
     from figure_scripts.run import load_run
 
     trainer = load_run(args.load_path)
-    if args.draw_rows is not None:
-        if not hasattr(trainer.model, "set_draw_rows"):
-            raise UserError(f"--draw_rows is CausalGAN's; {args.load_path} is a "
+    for flag, setter in (("draw_rows", "set_draw_rows"),
+                         ("draw_bn_batches", "set_draw_bn_batches")):
+        if getattr(args, flag) is None:
+            continue
+        if not hasattr(trainer.model, setter):
+            raise UserError(f"--{flag} is CausalGAN's; {args.load_path} is a "
                             f"{trainer.model_type or 'controller-only'} run.")
-        trainer.model.set_draw_rows(args.draw_rows)
+        getattr(trainer.model, setter)(getattr(args, flag))
     plan = TrainingPlan(n_train=args.reader_images, steps=args.reader_steps)
     result = build_report(trainer, n=args.n, label_samples=args.label_samples, seed=args.seed,
                           progress=not args.quiet, plan=plan, retrain=args.retrain_readers,

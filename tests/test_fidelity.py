@@ -268,9 +268,10 @@ def test_report_refuses_a_folder_that_is_not_a_run_and_bad_sizes(tmp_path):
         fidelity_report.main(["--load_path", str(tmp_path), "--n", "3"])
 
 
-def test_report_draw_rows_is_refused_for_a_began_run(tiny_run):
-    with pytest.raises(UserError, match="--draw_rows is CausalGAN's"):
-        fidelity_report.main(["--load_path", str(tiny_run), "--draw_rows", "2"])
+@pytest.mark.parametrize("flag", ["--draw_rows", "--draw_bn_batches"])
+def test_report_draw_options_are_refused_for_a_began_run(tiny_run, flag):
+    with pytest.raises(UserError, match=f"{flag} is CausalGAN's"):
+        fidelity_report.main(["--load_path", str(tiny_run), flag, "2"])
 
 
 def test_consistency_scalars_during_training(tiny_run, tmp_path):

@@ -138,3 +138,27 @@ def test_bad_folders_say_what_to_do(run_dir, tmp_path):
     (copy / "dcgan_params.json").write_text(params)
     with pytest.raises(UserError, match="cannot be read into the model"):
         saved_run.open_run(copy)
+
+
+def test_rare_label_weights_are_those_of_training(run_dir, tmp_path, monkeypatch):
+    """--rare_label_rate runs get the Trainer's label weights (the mix --draw_bn_batches
+    measures G's statistics over): from the data's attribute table, or from the
+    controller's labels when the data are elsewhere."""
+    import data_loader
+
+    monkeypatch.chdir(tmp_path)
+    assert saved_run.open_run(run_dir).model.label_weights is None  # no rare rate
+    for name, with_data in (("a", True), ("b", False)):
+        copy = relative_data_dir(copy_run(run_dir, tmp_path / name, with_data=with_data))
+        params = json.loads((copy / "params.json").read_text())
+        params.update(rare_label_rate=0.3, rare_pair_rate=0.2)
+        (copy / "params.json").write_text(json.dumps(params))
+        monkeypatch.chdir(tmp_path / name)
+        run = saved_run.open_run(copy)
+        weights = run.model.label_weights.numpy()
+        assert weights.shape == (9, 2, 9, 2)
+        if with_data:
+            table = run.attr[run.label_names].to_numpy(np.float32)
+            np.testing.assert_allclose(weights, data_loader.rare_pair_weights(table, 0.3, 0.2))
+        else:
+            assert run.attr is None and np.all(weights >= 1.0) and np.any(weights > 1.0)
