@@ -279,7 +279,7 @@ class CausalGAN(ControllerInputs, tf.Module):
 
     def set_draw_bn_batches(self, batches) -> None:
         """--draw_bn_batches: drawn images take G's batch-norm statistics averaged over
-        this many batches of the controller's labels (0: each drawn batch's own)."""
+        this many training-like batches (0: each drawn batch's own)."""
         batches = int(batches or 0)
         if batches < 0:
             raise UserError(f"--draw_bn_batches {batches}: give a number of batches >= 0 "
@@ -291,8 +291,11 @@ class CausalGAN(ControllerInputs, tf.Module):
 
     def population_statistics(self):
         """G's (mean, variance) per batch norm over --draw_bn_batches batches of
-        --batch_size rows: the controller's labels and z_gen from a fixed seed, each batch's
-        statistics as in training, averaged. Measured again only when the step has moved
+        --batch_size rows drawn as in training (``draw_fake_labels``: the controller's
+        labels in ``label_weights``' mix; the label noise of --label_type continuous) from
+        a fixed seed, each batch's statistics as in training, averaged. A model without
+        ``label_weights`` where training had them (--rare_label_rate) gets other
+        statistics: the Trainer and saved_run set them. Measured again only when the step has moved
         since (the weights change only with the step), so drawing many batches costs one
         measurement; the same weights give the same statistics in every process."""
         state = self._draw_stats

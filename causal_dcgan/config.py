@@ -124,8 +124,9 @@ diff_arg.add_argument("--minibatch_stddev", type=str2bool, default=False,
 diff_arg.add_argument("--draw_bn_batches", type=int, default=0,
                       help="Images drawn (figures, the report, generate()) are normalised in "
                            "G's batch norms with statistics averaged over this many batches "
-                           "of the controller's labels (measured again whenever the weights "
-                           "have changed), not with the statistics of the batch being drawn, "
+                           "drawn as in training (the controller's labels in --rare_label_rate's "
+                           "mix; measured again whenever the weights have changed), not with "
+                           "the statistics of the batch being drawn, "
                            "so each image depends on its own row alone whatever else is drawn "
                            "beside it (a batch all Bald=1); overrides --draw_rows; 0: off (the "
                            "reference).")
