@@ -304,7 +304,8 @@ class CausalGAN(ControllerInputs, tf.Module):
         def measure():
             state.rng.reset_from_seed(DRAW_STATS_SEED)
             n = self.draw_bn_batches * self.batch_size
-            labels = self.draw_fake_labels(n, rng=state.rng)
+            labels = (self.draw_fake_labels(n, rng=state.rng) if self.controller is not None
+                      else tf.round(state.rng.uniform([n, self.n_labels])))  # as pad_bits
             values = label_values(labels)
             if self.continuous:  # the label noise of training, from this stream
                 u = state.rng.uniform([2, n, 1])

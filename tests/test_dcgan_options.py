@@ -192,6 +192,9 @@ def test_draw_bn_batches_draws_each_row_alone_with_averaged_statistics():
     assert not any(v is state.step for v in model.variables) and names
     with pytest.raises(UserError, match="--draw_bn_batches"):
         model.set_draw_bn_batches(-1)
+    # without a controller (as the padding): random label bits
+    alone = cg.CausalGAN(dcgan_config(draw_bn_batches=2), NAMES, 16, seed=6)
+    assert alone.generate(labels, z).numpy().shape == (6, 16, 16, 3)
 
 
 class _FixedController:
