@@ -255,6 +255,15 @@ def rare_pair_weights(table, rate: float, pair_rate: float) -> np.ndarray:
     return weights
 
 
+def rare_weights(table, rate: float, pair_rate: float = 0.0) -> np.ndarray | None:
+    """The label weights of --rare_label_rate (with --rare_pair_rate: of pairs of values)
+    for the rows of ``table``: ``rare_pair_weights`` or ``rare_label_weights``, or None
+    when every weight is 1 (nothing is shown more often)."""
+    weights = (rare_pair_weights(table, rate, pair_rate) if pair_rate
+               else rare_label_weights(table, rate))
+    return None if np.all(weights == 1.0) else weights
+
+
 def row_repeats(labels, weights):
     """The integer weight of each label row [B, n] (values rounded to 0/1): the largest
     weight of the values it holds, rounded; >= 1. ``weights`` is [n, 2]

@@ -144,7 +144,8 @@ class SavedRun:
                                     controller=self.cc, data_format="channels_last",
                                     seed=seed + 11)
         self._restore()
-        self._weigh_rare_labels()
+        if getattr(self.model, "draw_bn_batches", 0):
+            self.weigh_rare_labels()
 
     def _restore(self) -> None:
         parts = {"controller": self.cc}
@@ -165,14 +166,15 @@ class SavedRun:
             ) from None
         log.info("opened %s at %s", self.model_dir, self.checkpoint)
 
-    def _weigh_rare_labels(self) -> None:
+    def weigh_rare_labels(self) -> None:
         """--rare_label_rate / --rare_pair_rate: the model's label weights as in training
         (the label mix of G's training batches, which --draw_bn_batches' statistics are
-        taken over): from the data set's attribute table, as the Trainer does, or, when
-        the data are not on this machine, from 20,000 of the controller's labels."""
+        taken over; done on opening a run that draws so): from the data set's attribute
+        table, as the Trainer does, or, when the data are not on this machine, from
+        20,000 of the controller's labels."""
         rate = float(getattr(self.config, "rare_label_rate", 0.0) or 0.0)
         pair_rate = float(getattr(self.config, "rare_pair_rate", 0.0) or 0.0)
-        if self.model is None or rate <= 0.0:
+        if self.model is None or (rate <= 0.0 and pair_rate <= 0.0):
             return
         import data_loader
         from nets import draw_controller_labels
@@ -185,9 +187,8 @@ class SavedRun:
                      "controller's labels", self.model_dir)
             rng = tf.random.Generator.from_seed(int(self.config.seed or 0))
             table = np.round(draw_controller_labels(self.cc, rng, 20000).numpy())
-        weights = (data_loader.rare_pair_weights(table, rate, pair_rate) if pair_rate
-                   else data_loader.rare_label_weights(table, rate))
-        if not np.all(weights == 1.0):
+        weights = data_loader.rare_weights(table, rate, pair_rate)
+        if weights is not None:
             self.model.label_weights = tf.constant(weights, tf.float32)
 
     # -- steps

@@ -371,9 +371,8 @@ class Trainer:
         data row's repeats (None when off), with a line saying which labels and pairs are
         shown more often."""
         table = self.attr[self.label_names].to_numpy(np.float32)
-        weights = (data_loader.rare_pair_weights(table, rate, pair_rate) if pair_rate
-                   else data_loader.rare_label_weights(table, rate))
-        if np.all(weights == 1.0):
+        weights = data_loader.rare_weights(table, rate, pair_rate)
+        if weights is None:
             return None
         self.model.label_weights = tf.constant(weights, tf.float32)
         repeats = data_loader.row_repeats(table, weights).numpy().astype(np.int64)

@@ -208,13 +208,13 @@ class CausalGAN(ControllerInputs, tf.Module):
         self.labeler_on_fakes = bool(getattr(config, "labeler_on_fakes", False))
         self.projection = bool(getattr(config, "projection_D", False))
         self.r1_gamma = float(getattr(config, "r1_gamma", 0.0) or 0.0)
+        if self.r1_gamma < 0.0:
+            raise UserError(f"--r1_gamma {self.r1_gamma}: give a weight >= 0 (0: off).")
         # --d_augment: D judges real and generated images alike changed (training only)
         self.d_augment = d_augment.parse_policy(getattr(config, "d_augment", ""))
         self.d_augment_p = float(getattr(config, "d_augment_p", 1.0))
         if not 0.0 < self.d_augment_p <= 1.0:
             raise UserError(f"--d_augment_p {self.d_augment_p}: give a probability in (0, 1].")
-        if self.r1_gamma < 0.0:
-            raise UserError(f"--r1_gamma {self.r1_gamma}: give a weight >= 0 (0: off).")
         # --d_norm joint: one call of D on real and generated images, one batch's statistics
         self.joint_d = str(getattr(config, "d_norm", "batch")) == "joint"
         if self.joint_d and self.schedule != "every_step":
@@ -286,8 +286,13 @@ class CausalGAN(ControllerInputs, tf.Module):
                             "(0: off).")
         self.draw_bn_batches = batches
         if batches and self._draw_stats is None:
-            G = self.G_ema if self.G_ema is not None else self.G
-            self._draw_stats = _DrawStatistics([bn.gamma.shape[0] for bn in G.batch_norms()])
+            self._draw_stats = _DrawStatistics([bn.gamma.shape[0]
+                                                for bn in self.drawing_G.batch_norms()])
+
+    @property
+    def drawing_G(self):
+        """The generator that draws every image shown: G's moving average (--g_ema) or G."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     def population_statistics(self):
         """G's (mean, variance) per batch norm over --draw_bn_batches batches of
@@ -295,11 +300,11 @@ class CausalGAN(ControllerInputs, tf.Module):
         labels in ``label_weights``' mix; the label noise of --label_type continuous) from
         a fixed seed, each batch's statistics as in training, averaged. A model without
         ``label_weights`` where training had them (--rare_label_rate) gets other
-        statistics: the Trainer and saved_run set them. Measured again only when the step has moved
-        since (the weights change only with the step), so drawing many batches costs one
-        measurement; the same weights give the same statistics in every process."""
+        statistics: the Trainer and saved_run set them. Measured again only when the step
+        has moved since (the weights change only with the step), so drawing many batches
+        costs one measurement; the same weights give the same statistics in every process."""
         state = self._draw_stats
-        G = self.G_ema if self.G_ema is not None else self.G
+        G = self.drawing_G
 
         def measure():
             state.rng.reset_from_seed(DRAW_STATS_SEED)
@@ -403,7 +408,7 @@ class CausalGAN(ControllerInputs, tf.Module):
         """G's images in [-1, 1] for the rows padded to a multiple of batch_size (with
         --draw_rows k, or ``rows``: of k, each group of k rows then completed to a batch by
         the fixed individuals, whose images are dropped again)."""
-        G = self.G_ema if self.G_ema is not None else self.G
+        G = self.drawing_G
         if rows is None and self.draw_bn_batches:  # each row alone, no padding
             return G(self.generator_inputs(label_values(labels01), tf.cast(z_gen, tf.float32)),
                      stats=self.population_statistics())

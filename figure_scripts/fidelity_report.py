@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--draw_bn_batches", type=int, default=None,
                         help="CausalGAN only: draw the images with this --draw_bn_batches "
                         "instead of the run's own (G's batch norms take statistics averaged "
-                        "over that many batches of the controller's labels; 0: off).")
+                        "over that many training-like batches; 0: off).")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     return parser
 
@@ -573,6 +573,8 @@ def main(argv=None) -> int:
             raise UserError(f"--{flag} is CausalGAN's; {args.load_path} is a "
                             f"{trainer.model_type or 'controller-only'} run.")
         getattr(trainer.model, setter)(getattr(args, flag))
+    if args.draw_bn_batches:  # its statistics are taken over training's label mix
+        trainer.weigh_rare_labels()
     plan = TrainingPlan(n_train=args.reader_images, steps=args.reader_steps)
     result = build_report(trainer, n=args.n, label_samples=args.label_samples, seed=args.seed,
                           progress=not args.quiet, plan=plan, retrain=args.retrain_readers,

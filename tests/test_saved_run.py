@@ -153,6 +153,9 @@ def test_rare_label_weights_are_those_of_training(run_dir, tmp_path, monkeypatch
         params = json.loads((copy / "params.json").read_text())
         params.update(rare_label_rate=0.3, rare_pair_rate=0.2)
         (copy / "params.json").write_text(json.dumps(params))
+        dcgan = json.loads((copy / "dcgan_params.json").read_text())
+        dcgan.update(draw_bn_batches=2)  # the drawing the weights are for
+        (copy / "dcgan_params.json").write_text(json.dumps(dcgan))
         monkeypatch.chdir(tmp_path / name)
         run = saved_run.open_run(copy)
         weights = run.model.label_weights.numpy()
